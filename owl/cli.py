@@ -1,0 +1,104 @@
+"""``owl`` command line: ``owl prune`` with the flags of the paper's code, and ``owl calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from owl.errors import OwlError
+from owl.settings import CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DTYPES, OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    defaults = PruneSettings()
+    parser.add_argument("--model", default=defaults.model, help="embedded name (smollm2-135m, gemma3-270m), Hub id or local path")
+    parser.add_argument("--nsamples", type=int, default=defaults.nsamples, help="calibration windows (default 128)")
+    parser.add_argument("--seqlen", type=int, default=defaults.seqlen, help="tokens per window (default 2048)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="calibration sampling seed (default 0)")
+    parser.add_argument("--calib_dataset", default=defaults.calib_dataset, help=f"one of {', '.join(CALIBRATION_DATASETS)}")
+    parser.add_argument("--calib_batch_size", type=int, default=defaults.calib_batch_size, help="windows per calibration forward")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--dtype", default=defaults.dtype, help=f"working precision: {', '.join(DTYPES)}")
+    parser.add_argument("--cache_dir", default=None, help="models, tokens and statistics cache (default $OWL_CACHE_DIR or ~/.cache/owl)")
+    parser.add_argument("--stats_path", default=None, help="where the dense statistics are stored / reused")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="owl", description="Outlier Weighed Layerwise sparsity for LLM pruning")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prune = sub.add_parser("prune", help="prune a model and evaluate it", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(prune)
+    defaults = PruneSettings()
+    prune.add_argument("--prune_method", default=defaults.prune_method, help=f"one of {', '.join(PRUNE_METHODS)}")
+    prune.add_argument("--sparsity_ratio", type=float, default=defaults.sparsity_ratio, help="target sparsity in [0, 1)")
+    prune.add_argument("--sparsity_type", default=defaults.sparsity_type, help="unstructured or N:M (e.g. 2:4)")
+    prune.add_argument("--Hyper_m", type=float, default=defaults.Hyper_m, help="OWL outlier threshold M")
+    prune.add_argument("--Lamda", type=float, default=defaults.Lamda, help="OWL limit lambda (whole number for wanda_owl_structure)")
+    prune.add_argument("--owl_weighting", default=defaults.owl_weighting, help=f"mean kept by OWL: {', '.join(OWL_WEIGHTINGS)} (params = parameter-weighted)")
+    prune.add_argument("--use_variant", action="store_true", help="Wanda variant: per-row cumulative-score threshold")
+    prune.add_argument("--sparsegpt_blocksize", type=int, default=defaults.sparsegpt_blocksize)
+    prune.add_argument("--sparsegpt_percdamp", type=float, default=defaults.sparsegpt_percdamp)
+    prune.add_argument("--eval_limit", type=int, default=None, help="evaluate only the first K windows (quick checks)")
+    prune.add_argument("--eval_batch_size", type=int, default=defaults.eval_batch_size)
+    prune.add_argument("--no_eval", action="store_true", help="skip the WikiText-2 evaluation")
+    prune.add_argument("--save", default=None, help="directory for result.json")
+    prune.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
+    prune.add_argument("--eval_zero_shot", action="store_true", help="zero-shot accuracy with lm-evaluation-harness")
+    prune.add_argument("--tasks", default=",".join(DEFAULT_ZERO_SHOT_TASKS), help="comma-separated lm-eval task names")
+    prune.add_argument("--zero_shot_limit", type=int, default=None, help="first N examples per task")
+    prune.add_argument("--zero_shot_batch_size", type=int, default=defaults.zero_shot_batch_size)
+
+    calibrate = sub.add_parser("calibrate", help="dense statistics pass and outlier distribution", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(calibrate)
+    calibrate.add_argument("--Hyper_m", type=float, nargs="+", default=[3, 5, 7, 10], help="thresholds M to report")
+    calibrate.add_argument("--out", default=None, help="write the outlier distribution JSON here")
+    return parser
+
+
+def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
+    return PruneSettings(
+        model=args.model, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
+        sparsity_type=args.sparsity_type, Hyper_m=args.Hyper_m, Lamda=args.Lamda, nsamples=args.nsamples,
+        seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
+        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_limit=args.eval_limit,
+        eval_dataset=None if args.no_eval else "wikitext2", calib_dataset=args.calib_dataset,
+        calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
+        owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,
+        sparsegpt_percdamp=args.sparsegpt_percdamp, eval_zero_shot=args.eval_zero_shot,
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), zero_shot_limit=args.zero_shot_limit,
+        zero_shot_batch_size=args.zero_shot_batch_size,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        if args.command == "prune":
+            from owl.pipeline import run_prune
+
+            result = run_prune(_settings_from_args(args).validate())
+            summary = {k: result[k] for k in ("model", "prune_method", "sparsity_ratio", "achieved_sparsity", "ppl", "eval_windows")}
+            if "zero_shot" in result:
+                summary["zero_shot"] = result["zero_shot"]
+            print(json.dumps(summary))
+        elif args.command == "calibrate":
+            from owl.pipeline import calibrate
+            from owl.results import write_json_atomic
+
+            out = calibrate(
+                args.model, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_dataset=args.calib_dataset,
+                device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, stats_path=args.stats_path,
+                hyper_ms=args.Hyper_m, calib_batch_size=args.calib_batch_size,
+            )
+            if args.out:
+                write_json_atomic(args.out, out)
+            print(json.dumps(out["outlier_ratios"]))
+    except OwlError as error:
+        print(f"owl: error: {error}", file=sys.stderr)
+        return 2
+    return 0

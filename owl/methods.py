@@ -1,0 +1,65 @@
+"""The pruning methods: what each collects during calibration and how it prunes one layer.
+
+Every method plugs into the same sequential driver (``owl.pruning``); they differ only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from owl.masks import magnitude_mask, nm_mask, row_mask, wanda_scores, wanda_variant_mask
+from owl.sparsegpt import sparsegpt_prune_
+from owl.statistics import HessianAccumulator, RowNormAccumulator
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    """How much of one layer to prune: a fraction (unstructured) or ``n`` of every ``m``."""
+
+    sparsity: float
+    n: int = 0
+    m: int = 0
+
+    @property
+    def structured(self) -> bool:
+        return self.m > 0
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    use_variant: bool = False
+    sparsegpt_blocksize: int = 128
+    sparsegpt_percdamp: float = 0.01
+
+
+# The statistic each method collects from a layer's inputs; None: needs no activations.
+ACCUMULATORS = {"magnitude": None, "wanda": RowNormAccumulator, "sparsegpt": HessianAccumulator}
+
+
+@torch.no_grad()
+def prune_layer(method: str, layer: nn.Linear, statistic, target: LayerTarget, options: MethodOptions) -> None:
+    """Prune ``layer.weight`` in place. ``statistic`` is the accumulator's value (or None)."""
+    weight = layer.weight.data
+    if method == "sparsegpt":
+        sparsegpt_prune_(
+            weight, statistic, target.sparsity, prune_n=target.n, prune_m=target.m,
+            blocksize=options.sparsegpt_blocksize, percdamp=options.sparsegpt_percdamp,
+        )
+        return
+    if method == "magnitude":
+        scores = weight.abs()
+        mask = nm_mask(scores, target.n, target.m) if target.structured else magnitude_mask(weight, target.sparsity)
+    elif method == "wanda":
+        scores = wanda_scores(weight, statistic.to(weight.device))
+        if target.structured:
+            mask = nm_mask(scores, target.n, target.m)
+        elif options.use_variant:
+            mask = wanda_variant_mask(scores, target.sparsity)
+        else:
+            mask = row_mask(scores, target.sparsity)
+    else:
+        raise ValueError(f"unknown pruning method {method!r}")
+    weight[mask] = 0

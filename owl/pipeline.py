@@ -1,0 +1,233 @@
+"""One pruning run end to end, and the statistics pass on its own: what the CLI and notebooks call."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from owl.allocation import owl_nm_pruned_counts, owl_sparsities, uniform_sparsities
+from owl.data import TextSource, TokenCache, calibration_windows, data_dir_from_env, wikitext2_test_tokens
+from owl.errors import OwlError
+from owl.evaluation import perplexity
+from owl.methods import LayerTarget, MethodOptions
+from owl.models import (
+    block_parameter_counts,
+    default_cache_dir,
+    default_device,
+    find_decoder_blocks,
+    find_linear_sublayers,
+    layer_zero_fractions,
+    load_model,
+)
+from owl.pruning import compute_statistics, prune_model
+from owl.results import RESULT_FILE, software_versions, write_json_atomic
+from owl.settings import PruneSettings
+from owl.statistics import CalibrationStatistics
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    device = torch.device(name or default_device())
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OwlError(f"--device {name} is not available on this machine (no CUDA GPU); use --device cpu")
+    return device
+
+
+class RunContext:
+    """Model, tokenizer, data sources and caches shared by the steps of a run."""
+
+    def __init__(self, model_name: str, dtype: str, device: str | None, cache_dir: str | None):
+        self.device = resolve_device(device)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.source = TextSource(data_dir_from_env())
+        self.model, self.tokenizer = load_model(model_name, dtype, self.cache_dir)
+        self.tokens = TokenCache(self.cache_dir, self.tokenizer)
+        self.blocks = find_decoder_blocks(self.model)
+
+    def check_seqlen(self, seqlen: int) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and seqlen > limit:
+            raise OwlError(f"--seqlen {seqlen} exceeds the model's context of {limit} tokens (max_position_embeddings)")
+
+    def calibration(self, dataset: str, nsamples: int, seqlen: int, seed: int) -> tuple[torch.Tensor, str]:
+        return calibration_windows(self.tokenizer, dataset, nsamples, seqlen, seed, self.source, self.tokens)
+
+    def linear_layers(self) -> list[dict]:
+        return [find_linear_sublayers(block) for block in self.blocks]
+
+
+def statistics_meta(model: str, calib_dataset: str, nsamples: int, seqlen: int, seed: int, dtype: str) -> dict:
+    return {"model": model, "calib_dataset": calib_dataset, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "dtype": dtype}
+
+
+def default_statistics_path(cache_dir: Path, meta: dict) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", meta["model"]).strip("_")[-60:]
+    digest = hashlib.sha256(repr(sorted(meta.items())).encode()).hexdigest()[:12]
+    return cache_dir / "stats" / f"{slug}-{digest}.pt"
+
+
+def obtain_statistics(ctx: RunContext, meta: dict, stats_path: str | Path | None, batch_size: int) -> tuple[CalibrationStatistics, Path, float]:
+    """Load the dense statistics if stored for these settings, else compute and store them."""
+    path = Path(stats_path) if stats_path else default_statistics_path(ctx.cache_dir, meta)
+    if path.exists():
+        log.info("statistics from %s", path)
+        return CalibrationStatistics.load(path, expect=meta), path, 0.0
+    start = time.perf_counter()
+    windows, source = ctx.calibration(meta["calib_dataset"], meta["nsamples"], meta["seqlen"], meta["seed"])
+    stats = compute_statistics(ctx.model, windows, ctx.device, batch_size, meta={**meta, "calib_source": source})
+    stats.save(path)
+    log.info("statistics saved to %s", path)
+    return stats, path, time.perf_counter() - start
+
+
+def calibrate(
+    model: str = "smollm2-135m",
+    *,
+    nsamples: int = 128,
+    seqlen: int = 2048,
+    seed: int = 0,
+    calib_dataset: str = "c4",
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | None = None,
+    stats_path: str | None = None,
+    hyper_ms=(3, 5, 7, 10),
+    calib_batch_size: int = 8,
+) -> dict:
+    """The dense statistics pass (or its stored result) and the outlier distribution for each ``M``."""
+    PruneSettings(model=model, nsamples=nsamples, seqlen=seqlen, seed=seed, calib_dataset=calib_dataset, device=device,
+                  dtype=dtype, calib_batch_size=calib_batch_size, prune_method="dense", sparsity_ratio=0.0).validate()
+    ctx = RunContext(model, dtype, device, cache_dir)
+    ctx.check_seqlen(seqlen)
+    meta = statistics_meta(model, calib_dataset, nsamples, seqlen, seed, dtype)
+    stats, path, seconds = obtain_statistics(ctx, meta, stats_path, calib_batch_size)
+    layers = ctx.linear_layers()
+    return {
+        **meta,
+        "calib_source": stats.meta.get("calib_source"),
+        "stats_path": str(path),
+        "n_blocks": stats.n_blocks,
+        "block_params": block_parameter_counts(ctx.model),
+        "outlier_ratios": {str(m): stats.outlier_ratios(layers, float(m)) for m in hyper_ms},
+        "statistics_seconds": seconds,
+    }
+
+
+def block_targets(settings: PruneSettings, outlier_ratios: list[float] | None, block_params: list[int]) -> list[LayerTarget]:
+    """Per-block pruning targets: uniform, OWL, N:M or OWL mixed N:M."""
+    n_blocks = len(block_params)
+    structure = settings.structure
+    if settings.prune_method == "wanda_owl_structure":
+        counts = owl_nm_pruned_counts(outlier_ratios, structure.n, structure.m, int(settings.Lamda))
+        return [LayerTarget(c / structure.m, c, structure.m) for c in counts]
+    if structure.structured:
+        return [LayerTarget(structure.sparsity, structure.n, structure.m)] * n_blocks
+    if settings.uses_owl:
+        weights = block_params if settings.owl_weighting == "params" else None
+        sparsities = owl_sparsities(outlier_ratios, settings.sparsity_ratio, settings.Lamda, block_weights=weights)
+    else:
+        sparsities = uniform_sparsities(n_blocks, settings.sparsity_ratio)
+    return [LayerTarget(s) for s in sparsities]
+
+
+def run_prune(settings: PruneSettings) -> dict:
+    """Prune (or not) and evaluate one model; write ``settings.save/result.json`` when asked."""
+    settings.validate()
+    started = time.perf_counter()
+    timings = {"calibration": 0.0, "pruning": 0.0, "evaluation": 0.0}
+    ctx = RunContext(settings.model, settings.dtype, settings.device, settings.cache_dir)
+    ctx.check_seqlen(settings.seqlen)
+    block_params = block_parameter_counts(ctx.model)
+
+    # Load every piece of data first, so bad --seqlen / --nsamples fail before any pruning.
+    eval_ids, eval_source = None, None
+    if settings.eval_dataset:
+        eval_ids, eval_source = wikitext2_test_tokens(ctx.tokenizer, ctx.source, ctx.tokens)
+        if eval_ids.numel() < settings.seqlen:
+            raise OwlError(f"--seqlen {settings.seqlen} is longer than the evaluation text ({eval_ids.numel()} tokens)")
+    windows, calib_source = None, None
+    if settings.needs_calibration:
+        windows, calib_source = ctx.calibration(settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed)
+
+    outlier_ratios, stats_path = None, None
+    if settings.uses_owl and not settings.is_dense:
+        meta = statistics_meta(settings.model, settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed, settings.dtype)
+        stats, stats_path, timings["calibration"] = obtain_statistics(ctx, meta, settings.stats_path, settings.calib_batch_size)
+        outlier_ratios = stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m)
+        calib_source = calib_source or stats.meta.get("calib_source")
+
+    if settings.is_dense:
+        targets = [LayerTarget(0.0)] * len(block_params)
+    else:
+        targets = block_targets(settings, outlier_ratios, block_params)  # raises before pruning if OWL is out of range
+        options = MethodOptions(settings.use_variant, settings.sparsegpt_blocksize, settings.sparsegpt_percdamp)
+        tick = time.perf_counter()
+        prune_model(ctx.model, settings.base_method, targets, options, ctx.device, windows, settings.calib_batch_size)
+        timings["pruning"] = time.perf_counter() - tick
+    achieved, achieved_per_block = layer_zero_fractions(ctx.model)
+    log.info("achieved sparsity %.4f", achieved)
+
+    ppl, eval_windows = {}, 0
+    if eval_ids is not None:
+        ctx.model.to(ctx.device)
+        tick = time.perf_counter()
+        value, eval_windows = perplexity(ctx.model, eval_ids, settings.seqlen, ctx.device, settings.eval_batch_size, settings.eval_limit)
+        timings["evaluation"] = time.perf_counter() - tick
+        ppl["wikitext2"] = value
+        log.info("wikitext2 perplexity %.4f over %d windows", value, eval_windows)
+
+    result = {
+        "model": settings.model,
+        "prune_method": settings.prune_method,
+        "sparsity_ratio": settings.sparsity_ratio,
+        "sparsity_type": settings.sparsity_type,
+        "Hyper_m": settings.Hyper_m,
+        "Lamda": settings.Lamda,
+        "nsamples": settings.nsamples,
+        "seqlen": settings.seqlen,
+        "seed": settings.seed,
+        "dtype": settings.dtype,
+        "device": str(ctx.device),
+        "achieved_sparsity": achieved,
+        "layer_sparsities": [t.sparsity for t in targets],
+        "layer_nm": [[t.n, t.m] for t in targets] if settings.structure.structured else None,
+        "layer_achieved_sparsities": achieved_per_block,
+        "outlier_ratios": outlier_ratios,
+        "ppl": ppl,
+        "eval_windows": eval_windows,
+        "eval_limit": settings.eval_limit,
+        "calib_source": calib_source,
+        "eval_source": eval_source,
+        "statistics_path": str(stats_path) if stats_path else None,
+        "block_params": block_params,
+        "timings_s": timings,
+        "versions": software_versions(),
+        "settings": settings.to_dict(),
+    }
+    if settings.eval_zero_shot:
+        from owl.zeroshot import evaluate_zero_shot  # imports lm-eval: only when asked
+
+        ctx.model.to(ctx.device)
+        tick = time.perf_counter()
+        details = evaluate_zero_shot(
+            ctx.model, ctx.tokenizer, tasks=list(settings.tasks), limit=settings.zero_shot_limit,
+            batch_size=settings.zero_shot_batch_size, device=str(ctx.device), data_dir=ctx.source.data_dir,
+        )
+        timings["zero_shot"] = time.perf_counter() - tick
+        result["zero_shot"] = {**details["accuracy"], "mean": details["mean"]}
+        result["zero_shot_details"] = {k: v for k, v in details.items() if k not in ("accuracy", "mean")}
+    timings["total"] = time.perf_counter() - started
+
+    if settings.save_model:
+        ctx.model.to("cpu")
+        ctx.model.save_pretrained(settings.save_model)
+        ctx.tokenizer.save_pretrained(settings.save_model)
+    if settings.save:
+        write_json_atomic(Path(settings.save) / RESULT_FILE, result)
+    return result

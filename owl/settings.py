@@ -1,0 +1,181 @@
+"""Validated settings of one pruning run.
+
+Field names follow the flags of the paper's code (``Hyper_m``, ``Lamda``) so a result file, a
+command line and a notebook's parameters read the same. ``PruneSettings.validate`` checks
+everything that can be checked without loading a model or data, so bad input fails before any
+expensive work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from owl.errors import OwlError
+
+BASE_METHODS = ("magnitude", "wanda", "sparsegpt")
+PRUNE_METHODS = (
+    "dense",
+    "magnitude",
+    "wanda",
+    "sparsegpt",
+    "magnitude_owl",
+    "wanda_owl",
+    "sparsegpt_owl",
+    "wanda_owl_structure",
+)
+DTYPES = ("float32", "bfloat16", "float16")
+CALIBRATION_DATASETS = ("c4", "wikitext2")
+OWL_WEIGHTINGS = ("blocks", "params")
+DEFAULT_ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+
+_NM_PATTERN = re.compile(r"^(\d+):(\d+)$")
+
+
+@dataclass(frozen=True)
+class SparsityType:
+    """``unstructured`` or ``N:M`` (prune N of every M consecutive weights of a row)."""
+
+    n: int = 0
+    m: int = 0
+
+    @property
+    def structured(self) -> bool:
+        return self.m > 0
+
+    @property
+    def sparsity(self) -> float:
+        return self.n / self.m if self.m else float("nan")
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}" if self.m else "unstructured"
+
+    @classmethod
+    def parse(cls, text: str) -> "SparsityType":
+        if text == "unstructured":
+            return cls()
+        match = _NM_PATTERN.match(text.strip())
+        if not match:
+            raise OwlError(f"--sparsity_type {text!r} is not allowed; use 'unstructured' or N:M such as 2:4, 4:8")
+        n, m = int(match.group(1)), int(match.group(2))
+        if m < 2 or not 0 < n < m:
+            raise OwlError(f"--sparsity_type {text!r} is malformed; N:M needs 0 < N < M and M >= 2 (e.g. 2:4, 4:8)")
+        return cls(n, m)
+
+
+@dataclass
+class PruneSettings:
+    """Everything one ``owl prune`` run needs. Defaults are the paper's where it has one."""
+
+    model: str = "smollm2-135m"
+    prune_method: str = "wanda_owl"
+    sparsity_ratio: float = 0.7
+    sparsity_type: str = "unstructured"
+    Hyper_m: float = 5.0
+    Lamda: float = 0.08
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    use_variant: bool = False
+    cache_dir: str | None = None
+    save: str | None = None
+    save_model: str | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    eval_limit: int | None = None
+    eval_dataset: str | None = "wikitext2"
+    calib_dataset: str = "c4"
+    calib_batch_size: int = 8
+    eval_batch_size: int = 4
+    stats_path: str | None = None
+    owl_weighting: str = "blocks"
+    sparsegpt_blocksize: int = 128
+    sparsegpt_percdamp: float = 0.01
+    eval_zero_shot: bool = False
+    tasks: tuple[str, ...] = field(default=DEFAULT_ZERO_SHOT_TASKS)
+    zero_shot_limit: int | None = None
+    zero_shot_batch_size: int = 8
+
+    # ---- derived views -------------------------------------------------------------------
+    @property
+    def base_method(self) -> str | None:
+        """magnitude, wanda or sparsegpt; None for dense."""
+        return None if self.prune_method == "dense" else self.prune_method.split("_")[0]
+
+    @property
+    def uses_owl(self) -> bool:
+        return "_owl" in self.prune_method
+
+    @property
+    def structure(self) -> SparsityType:
+        return SparsityType.parse(self.sparsity_type)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.prune_method == "dense" or (self.sparsity_ratio == 0 and not self.structure.structured)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether pruning itself needs activations (magnitude does not; OWL needs statistics)."""
+        return not self.is_dense and self.base_method in ("wanda", "sparsegpt")
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["tasks"] = list(self.tasks)
+        return out
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self) -> "PruneSettings":
+        """Raise :class:`OwlError` on the first bad value; return self when all is well."""
+        if self.prune_method not in PRUNE_METHODS:
+            raise OwlError(f"--prune_method {self.prune_method!r} is not allowed; choose one of {', '.join(PRUNE_METHODS)}")
+        structure = self.structure  # parses and validates --sparsity_type
+        if not isinstance(self.sparsity_ratio, (int, float)) or not 0 <= self.sparsity_ratio < 1:
+            raise OwlError(f"--sparsity_ratio {self.sparsity_ratio} is not allowed; it must lie in [0, 1)")
+        if structure.structured and self.prune_method not in ("dense",):
+            if abs(self.sparsity_ratio - structure.sparsity) > 1e-9 and self.sparsity_ratio != 0:
+                raise OwlError(
+                    f"--sparsity_ratio {self.sparsity_ratio} contradicts --sparsity_type {structure} "
+                    f"(which prunes {structure.sparsity:g}); pass --sparsity_ratio {structure.sparsity:g}"
+                )
+        if self.prune_method == "wanda_owl_structure":
+            if not structure.structured:
+                raise OwlError("--prune_method wanda_owl_structure needs an N:M --sparsity_type such as 5:8")
+            if float(self.Lamda) != int(self.Lamda) or self.Lamda < 0:
+                raise OwlError(f"--Lamda {self.Lamda} is not allowed with wanda_owl_structure; it must be a whole number >= 0 (e.g. 2)")
+        elif self.uses_owl and structure.structured:
+            raise OwlError(
+                f"--prune_method {self.prune_method} with --sparsity_type {structure} is not allowed; "
+                "OWL with N:M is --prune_method wanda_owl_structure"
+            )
+        if self.uses_owl:
+            if not self.Hyper_m > 0:
+                raise OwlError(f"--Hyper_m {self.Hyper_m} is not allowed; it must be > 0 (the paper uses 3, 5, 7, 10)")
+            if not self.Lamda >= 0:
+                raise OwlError(f"--Lamda {self.Lamda} is not allowed; it must be >= 0 (the paper uses 0.02 .. 0.2)")
+        if self.use_variant and self.base_method != "wanda":
+            raise OwlError(f"--use_variant applies to Wanda only, not to --prune_method {self.prune_method}")
+        if self.use_variant and structure.structured:
+            raise OwlError("--use_variant applies to unstructured sparsity only")
+        for name in ("nsamples", "seqlen", "calib_batch_size", "eval_batch_size", "sparsegpt_blocksize", "zero_shot_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise OwlError(f"--{name} {value!r} is not allowed; it must be a whole number >= 1")
+        if self.eval_limit is not None and (not isinstance(self.eval_limit, int) or self.eval_limit < 1):
+            raise OwlError(f"--eval_limit {self.eval_limit!r} is not allowed; it must be a whole number >= 1")
+        if self.zero_shot_limit is not None and (not isinstance(self.zero_shot_limit, int) or self.zero_shot_limit < 1):
+            raise OwlError(f"--zero_shot_limit {self.zero_shot_limit!r} is not allowed; it must be a whole number >= 1")
+        if not 0 <= self.sparsegpt_percdamp < 10:
+            raise OwlError(f"--sparsegpt_percdamp {self.sparsegpt_percdamp} is not allowed; it must lie in [0, 10)")
+        if self.dtype not in DTYPES:
+            raise OwlError(f"--dtype {self.dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+        if self.calib_dataset not in CALIBRATION_DATASETS:
+            raise OwlError(f"--calib_dataset {self.calib_dataset!r} is not allowed; choose one of {', '.join(CALIBRATION_DATASETS)}")
+        if self.eval_dataset not in (None, "wikitext2"):
+            raise OwlError(f"--eval_dataset {self.eval_dataset!r} is not allowed; choose wikitext2 or none")
+        if self.owl_weighting not in OWL_WEIGHTINGS:
+            raise OwlError(f"--owl_weighting {self.owl_weighting!r} is not allowed; choose one of {', '.join(OWL_WEIGHTINGS)}")
+        if self.device is not None and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", self.device):
+            raise OwlError(f"--device {self.device!r} is not allowed; use cpu, cuda or cuda:N")
+        return self

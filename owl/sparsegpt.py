@@ -1,0 +1,134 @@
+"""SparseGPT's OBS solver (Frantar & Alistarh, 2023) for one weight matrix.
+
+Prunes a [rows, cols] weight given the Hessian of its layer-wise reconstruction loss,
+``H = 2/n * sum x x^T`` over calibration inputs, and updates the surviving weights so that the
+layer's output changes as little as possible. Written from the paper's algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from owl.errors import OwlError
+
+__all__ = ["sparsegpt_prune_"]
+
+
+def _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp) -> None:
+    if weight.dim() != 2:
+        raise OwlError(f"sparsegpt_prune_ needs a 2-D weight, got shape {tuple(weight.shape)}")
+    cols = weight.shape[1]
+    if tuple(hessian.shape) != (cols, cols):
+        raise OwlError(
+            f"Hessian has shape {tuple(hessian.shape)}; it must be [{cols}, {cols}] for a weight with {cols} inputs"
+        )
+    if not (isinstance(sparsity, numbers.Real) and math.isfinite(sparsity) and 0 <= sparsity < 1):
+        raise OwlError(f"sparsity is {sparsity!r}; it must be in [0, 1)")
+    if not (isinstance(blocksize, numbers.Integral) and blocksize >= 1):
+        raise OwlError(f"blocksize is {blocksize!r}; it must be an integer >= 1")
+    if not (isinstance(percdamp, numbers.Real) and math.isfinite(percdamp) and percdamp >= 0):
+        raise OwlError(f"percdamp is {percdamp!r}; it must be a finite number >= 0")
+    if not (isinstance(prune_n, numbers.Integral) and isinstance(prune_m, numbers.Integral)):
+        raise OwlError(f"N:M must be integers, got {prune_n!r}:{prune_m!r}")
+    if prune_n or prune_m:
+        if not 0 < prune_n < prune_m:
+            raise OwlError(f"N:M is {prune_n}:{prune_m}; N must be in [1, M - 1]")
+        if cols % prune_m:
+            raise OwlError(
+                f"N:M sparsity needs the input size to be a multiple of m; got cols {cols}, m {prune_m}"
+            )
+        if blocksize % prune_m:
+            raise OwlError(
+                f"SparseGPT blocksize {blocksize} must be a multiple of m {prune_m} so groups do not straddle blocks"
+            )
+
+
+def _upper_cholesky_of_inverse(h: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``inverse(H)``: its rows are the OBS update directions, column by column."""
+    lower, info = torch.linalg.cholesky_ex(h)
+    if int(info) == 0:
+        inverse = torch.cholesky_inverse(lower)
+        upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+        if int(info) == 0 and bool(torch.isfinite(upper).all()):
+            return upper
+    raise RuntimeError(
+        f"SparseGPT: the dampened Hessian is not positive definite (Cholesky failed with percdamp {percdamp:g}); "
+        "retry with a larger percdamp (e.g. 0.1) or more calibration samples"
+    )
+
+
+@torch.no_grad()
+def sparsegpt_prune_(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    sparsity: float,
+    prune_n: int = 0,
+    prune_m: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> None:
+    """Prune ``weight`` in place with SparseGPT; ``hessian`` is left untouched.
+
+    Unstructured (``prune_n == prune_m == 0``): within each block of ``blocksize`` columns, prune
+    exactly ``int(rows * block_cols * sparsity)`` entries with the lowest ``w^2 / diag(Hinv)^2``
+    (the OBS saliency), ties broken by position. The reference prunes everything ``<=`` the value at
+    that sorted position, i.e. at least one more per block and more on quantised weights.
+    N:M: at every column ``i`` with ``i % m == 0``, prune the ``n`` lowest saliencies of the next
+    ``m`` columns per row (``sparsity`` is then ignored). After a column is set to its mask, its
+    error is spread onto the columns not yet processed (within the block at once, onto later blocks
+    in one matmul after the block).
+
+    Dead inputs (``H[i, i] == 0``: the feature never fires) get ``H[i, i] = 1`` and ``W[:, i] = 0``,
+    which keeps ``H`` invertible and costs nothing on the calibration data. ``percdamp * mean(diag H)``
+    is added to the diagonal. Computation runs in float32 on ``weight``'s device; the result is cast
+    back to ``weight``'s dtype. Raises ``RuntimeError`` if the dampened Hessian is not positive definite.
+    """
+    _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
+    rows, cols = weight.shape
+    w = weight.detach().to(dtype=torch.float32, copy=True)
+    h = hessian.detach().to(device=w.device, dtype=torch.float32, copy=True)
+
+    diagonal = torch.arange(cols, device=w.device)
+    dead = torch.diag(h) == 0
+    h[diagonal[dead], diagonal[dead]] = 1.0
+    w[:, dead] = 0.0
+    h[diagonal, diagonal] += percdamp * torch.mean(torch.diag(h))
+    hinv = _upper_cholesky_of_inverse(h, percdamp)
+    del h
+
+    for start in range(0, cols, blocksize):
+        end = min(start + blocksize, cols)
+        count = end - start
+        w1 = w[:, start:end].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[start:end, start:end]
+        d1 = torch.diag(hinv1)
+
+        mask1 = torch.zeros(w1.shape, dtype=torch.bool, device=w.device)
+        if prune_n == 0:
+            k = int(w1.numel() * sparsity)
+            if k > 0:
+                saliency = (w1**2 / d1.reshape(1, -1) ** 2).flatten()
+                mask1.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
+
+        for i in range(count):
+            if prune_n != 0 and i % prune_m == 0:
+                saliency = w1[:, i : i + prune_m] ** 2 / d1[i : i + prune_m].reshape(1, -1) ** 2
+                lowest = torch.sort(saliency, dim=1, stable=True).indices[:, :prune_n]
+                mask1[:, i : i + prune_m].scatter_(1, lowest, True)
+            col = w1[:, i]
+            q = col.masked_fill(mask1[:, i], 0.0)
+            q1[:, i] = q
+            err = (col - q) / hinv1[i, i]
+            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+
+        w[:, start:end] = q1
+        if end < cols:
+            w[:, end:] -= err1 @ hinv[start:end, end:]
+
+    weight.copy_(w.to(weight.dtype))

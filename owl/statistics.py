@@ -1,0 +1,104 @@
+"""Activation statistics: small accumulators and the per-block statistics OWL needs.
+
+``CalibrationStatistics`` holds Wanda's ``scaler_row`` (per input feature, the mean over
+calibration samples of the squared L2 norm over tokens) for every linear sublayer of every block,
+collected on the dense model. It does not depend on the pruning method, the sparsity, ``M`` or
+``lambda``: it is computed once per (model, calibration set) and reused across a grid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from owl.allocation import outlier_ratio
+from owl.errors import OwlError
+from owl.masks import wanda_scores
+
+
+def _as_rows(inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Flatten ``[batch, tokens, features]`` (or ``[tokens, features]``) to rows, counting samples."""
+    samples = inputs.shape[0] if inputs.dim() > 2 else 1
+    return inputs.reshape(-1, inputs.shape[-1]).float(), samples
+
+
+class RowNormAccumulator:
+    """Running mean over samples of the squared L2 norm of each input feature (Wanda's statistic)."""
+
+    def __init__(self, features: int, device: torch.device | str = "cpu"):
+        self.sum_of_squares = torch.zeros(features, dtype=torch.float32, device=device)
+        self.samples = 0
+
+    def add(self, inputs: torch.Tensor) -> None:
+        rows, samples = _as_rows(inputs)
+        self.sum_of_squares += rows.pow(2).sum(dim=0)
+        self.samples += samples
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.sum_of_squares / max(self.samples, 1)
+
+
+class HessianAccumulator:
+    """SparseGPT's layer Hessian ``H = 2/n * sum x x^T`` over the calibration tokens (n = samples)."""
+
+    def __init__(self, features: int, device: torch.device | str = "cpu"):
+        self.sum_of_outer = torch.zeros(features, features, dtype=torch.float32, device=device)
+        self.samples = 0
+
+    def add(self, inputs: torch.Tensor) -> None:
+        rows, samples = _as_rows(inputs)
+        self.sum_of_outer.addmm_(rows.t(), rows)
+        self.samples += samples
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.sum_of_outer * (2.0 / max(self.samples, 1))
+
+
+@dataclass
+class CalibrationStatistics:
+    """Wanda statistics of every linear sublayer of every block, plus what they were computed on."""
+
+    scaler_rows: list[dict[str, torch.Tensor]]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.scaler_rows)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"scaler_rows": [{k: v.cpu() for k, v in b.items()} for b in self.scaler_rows], "meta": self.meta}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, expect: dict | None = None) -> "CalibrationStatistics":
+        """Load; with ``expect``, refuse statistics computed on other settings."""
+        stored = torch.load(path)
+        stats = cls(stored["scaler_rows"], stored["meta"])
+        for key, value in (expect or {}).items():
+            if stats.meta.get(key) != value:
+                raise OwlError(
+                    f"statistics {path} were computed with {key}={stats.meta.get(key)!r}, not {value!r}; "
+                    "delete the file or point --stats_path elsewhere"
+                )
+        return stats
+
+    def outlier_ratios(self, blocks, hyper_m: float) -> list[float]:
+        """OWL's layerwise outlier distribution (percent per block) for threshold ``M``.
+
+        ``blocks`` are (dense) decoder blocks as ``{name: linear}`` dicts matching the statistics.
+        """
+        ratios = []
+        for index, (layers, rows) in enumerate(zip(blocks, self.scaler_rows)):
+            if set(layers) != set(rows):
+                raise OwlError(f"statistics of block {index} cover {sorted(rows)}, but the model has {sorted(layers)}")
+            scores = [wanda_scores(layers[name].weight.detach(), rows[name].to(layers[name].weight.device)) for name in layers]
+            ratios.append(outlier_ratio(scores, hyper_m))
+        return ratios
