@@ -13,6 +13,7 @@ from owl.settings import CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DTYPES, 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     defaults = PruneSettings()
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--model", default=defaults.model, help="embedded name (smollm2-135m, gemma3-270m), Hub id or local path")
     parser.add_argument("--nsamples", type=int, default=defaults.nsamples, help="calibration windows (default 128)")
     parser.add_argument("--seqlen", type=int, default=defaults.seqlen, help="tokens per window (default 2048)")
@@ -27,7 +28,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="owl", description="Outlier Weighed Layerwise sparsity for LLM pruning")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     prune = sub.add_parser("prune", help="prune a model and evaluate it", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -1,0 +1,48 @@
+"""Perplexity equals exp of the model's own loss; windows follow the paper's convention."""
+
+import math
+
+import torch
+
+from owl.evaluation import perplexity, split_windows, window_nlls
+
+
+def test_split_windows_drops_remainder_and_respects_limit():
+    ids = torch.arange(103)
+    assert split_windows(ids, 10).shape == (10, 10)
+    assert split_windows(ids, 10, limit=3).tolist()[2][0] == 20
+    assert split_windows(ids, 200).shape == (0, 200)
+
+
+@torch.no_grad()
+def test_window_nll_matches_model_loss(model):
+    windows = torch.randint(0, 300, (3, 32), generator=torch.Generator().manual_seed(1))
+    ours = window_nlls(model, windows)
+    for i in range(3):
+        loss = model(input_ids=windows[i : i + 1], labels=windows[i : i + 1], use_cache=False).loss
+        assert abs(ours[i].item() - loss.item()) < 1e-5
+
+
+@torch.no_grad()
+def test_perplexity_is_exp_mean_window_loss_and_batch_invariant(model):
+    stream = torch.randint(0, 300, (5 * 16 + 7,), generator=torch.Generator().manual_seed(2))
+    losses = [
+        model(input_ids=w[None], labels=w[None], use_cache=False).loss.item() for w in stream[: 5 * 16].view(5, 16)
+    ]
+    expected = math.exp(sum(losses) / len(losses))
+    for batch_size in (1, 2, 5):
+        ppl, n = perplexity(model, stream, seqlen=16, device="cpu", batch_size=batch_size)
+        assert n == 5
+        assert abs(ppl - expected) / expected < 1e-5
+    ppl3, n3 = perplexity(model, stream, seqlen=16, device="cpu", limit=3)
+    assert n3 == 3 and abs(ppl3 - math.exp(sum(losses[:3]) / 3)) / ppl3 < 1e-5
+
+
+@torch.no_grad()
+def test_chunked_head_matches_full_logits(model, monkeypatch):
+    import owl.evaluation as evaluation
+
+    windows = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(3))
+    whole = window_nlls(model, windows)
+    monkeypatch.setattr(evaluation, "_LOGIT_BUDGET", 300 * 7)  # force chunks of a few tokens
+    torch.testing.assert_close(window_nlls(model, windows), whole, rtol=1e-6, atol=1e-6)
