@@ -44,12 +44,18 @@ DEFAULT_TASKS: tuple[str, ...] = (
     "openbookqa",
 )
 
-#: The lm-eval metric the papers' tables report per task. The Wanda authors state that their tables
-#: use lm-eval's ``acc`` (not ``acc_norm``) for every task (locuslab/wanda issue #31, e.g. LLaMA-2-7B
-#: HellaSwag 57.17 = acc, acc_norm would be 76.0); OWL evaluates with Wanda's code and reprints the
-#: same dense numbers. ``acc_norm`` is still reported, where lm-eval computes it, under
-#: ``result["acc_norm"]``. See docs/zeroshot.md.
+#: The lm-eval metric the papers' tables report per task: ``acc`` everywhere. The Wanda author states
+#: that the paper reports lm-eval's ``acc``, not ``acc_norm`` (locuslab/wanda issue #31: LLaMA-2-7B
+#: HellaSwag 57.17 is acc, acc_norm would be 76.0); OWL compares with Wanda under the same lm-eval
+#: protocol and its code picks no other metric. ``acc_norm`` is still reported, where lm-eval
+#: computes it, under ``result["acc_norm"]``. See docs/zeroshot.md.
 PAPER_METRIC: dict[str, str] = {task: "acc" for task in DEFAULT_TASKS}
+
+#: Whether the prompts start with the tokenizer's BOS token. Wanda called lm-eval 0.3 with
+#: ``add_special_tokens=False`` (lm-eval 0.3's setting for causal models) and OWL's scoring script
+#: tokenises with ``add_special_tokens=False``, so the papers' prompts carry no BOS; lm-eval 0.4's
+#: default (None) would let a LLaMA tokenizer add one.
+PAPER_ADD_BOS_TOKEN: bool = False
 
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -338,7 +344,7 @@ def evaluate_zero_shot(
     device: str | None = None,
     data_dir: str | os.PathLike | None = None,
     *,
-    add_bos_token: bool | None = None,
+    add_bos_token: bool | None = PAPER_ADD_BOS_TOKEN,
 ) -> dict[str, Any]:
     """0-shot accuracy of ``model`` (a transformers causal LM in memory) on lm-eval tasks.
 
@@ -352,13 +358,15 @@ def evaluate_zero_shot(
         device: where to run; None = where the model already is.
         data_dir: the kit's data folder; ``<data_dir>/zeroshot/<task>/<split>.jsonl`` is used
             instead of the Hub when it exists.
-        add_bos_token: passed to lm-eval's HFLM; None keeps the tokenizer's own default.
+        add_bos_token: passed to lm-eval's HFLM. False (default) = no BOS, as in the papers;
+            None = the tokenizer's own default (lm-eval 0.4's behaviour); True = always.
 
     Returns:
         ``{"accuracy": {task: acc}, "mean": float | None, "tasks_in_mean": [...],
         "missing": {task: reason}, "metric": {task: "acc" | "acc_norm"},
         "n_examples": {task: int}, "limit": limit, "acc_norm": {task: float},
-        "stderr": {task: float}, "source": {task: str}, "lm_eval_version": str}``.
+        "stderr": {task: float}, "source": {task: str}, "add_bos_token": bool | None,
+        "lm_eval_version": str}``.
         Accuracies are fractions in [0, 1] in lm-eval's ``PAPER_METRIC`` for the task.
     """
     names = _validate_tasks(tasks)
@@ -385,6 +393,7 @@ def evaluate_zero_shot(
         "acc_norm": {},
         "stderr": {},
         "source": {n: source[n] for n in names if n in source},
+        "add_bos_token": add_bos_token,
         "lm_eval_version": _lm_eval_version(),
     }
     if not loaded:

