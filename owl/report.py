@@ -65,6 +65,9 @@ __all__ = [
     "build_tables",
     "build_figures",
     "allocation_record",
+    "run_summary",
+    "is_owl",
+    "method_label",
     "plot_lod",
     "plot_layerwise",
     "plot_sweep",
@@ -595,6 +598,29 @@ def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections:
     return written
 
 
+# ---- one run (for the prune notebook) ----------------------------------------------------------
+def run_summary(result: dict) -> pd.DataFrame:
+    """The headline numbers of one result dict, as a one-column table."""
+    owl = is_owl(result.get("prune_method", ""))
+    timings = result.get("timings_s") or {}
+    items = {
+        "model": result.get("model"),
+        "method": method_label(result.get("prune_method", "")),
+        "target sparsity": result.get("sparsity_ratio"),
+        "achieved sparsity": None if result.get("achieved_sparsity") is None else round(float(result["achieved_sparsity"]), 6),
+        "M (Hyper_m)": result.get("Hyper_m") if owl else "-",
+        "lambda (Lamda)": result.get("Lamda") if owl else "-",
+        "WikiText-2 perplexity": None if math.isnan(_ppl(result)) else round(_ppl(result), 4),
+        "evaluation windows": result.get("eval_windows"),
+    }
+    if result.get("zero_shot"):
+        mean = result["zero_shot"].get("mean")
+        items["zero-shot mean accuracy (%)"] = None if mean is None else round(100 * float(mean), 2)
+    for name, seconds in timings.items():
+        items[f"time: {name} (s)"] = round(float(seconds), 2)
+    return pd.DataFrame({"value": [str(v) for v in items.values()]}, index=pd.Index(list(items), name="quantity"))
+
+
 # ---- allocation (for the allocate notebook) ---------------------------------------------------
 def outlier_ratios_for(lod: dict, hyper_m: float) -> list[float]:
     """The LOD for threshold ``M`` out of a ``lod.json`` dict (keys ``"5"``, ``"5.0"`` both work)."""
@@ -651,7 +677,10 @@ def _empty_figure(text: str):
 def _integer_ticks(ax, n: int) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=min(n, 20), integer=True))
+    if n <= 32:
+        ax.set_xticks(range(1, n + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=16, integer=True))
     ax.set_xlim(0.4, n + 0.6)
 
 
@@ -720,7 +749,9 @@ def plot_sweep(block: pd.DataFrame, title: str | None = None):
         ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        positive = finite[np.isfinite(finite)]
+        if math.log10(positive.max() / positive.min()) < 1.5:  # label minor ticks only on a narrow range
+            ax.yaxis.set_minor_formatter(plain)
     ax.set_xticks(x, [f"{v:g}" for v in x])
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("WikiText-2 perplexity")

