@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--zero_shot_limit", type=int, default=None, help="first N examples per task")
     prune.add_argument("--zero_shot_batch_size", type=int, default=defaults.zero_shot_batch_size)
 
+    rerun = sub.add_parser("rerun", help="rerun a result.json's settings and compare the perplexity (4 significant digits)")
+    rerun.add_argument("result", help="a result.json written by owl prune / the workflow")
+    rerun.add_argument("--save", default=None, help="directory for the rerun's result.json")
+    rerun.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
     calibrate = sub.add_parser("calibrate", help="dense statistics pass and outlier distribution", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(calibrate)
     calibrate.add_argument("--Hyper_m", type=float, nargs="+", default=[3, 5, 7, 10], help="thresholds M to report")
@@ -74,6 +79,28 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
     )
 
 
+def _rerun(path: str, save: str | None) -> int:
+    """Rerun the settings recorded in a result file; exit 1 when the perplexity differs."""
+    from owl.pipeline import run_prune
+    from owl.results import read_result
+
+    try:
+        recorded = read_result(path)
+        settings = PruneSettings(**{**recorded["settings"], "save": save, "save_model": None})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OwlError(f"{path} is not a readable result.json with recorded settings ({error})") from None
+    settings.tasks = tuple(settings.tasks)
+    settings.eval_zero_shot = False
+    fresh = run_prune(settings.validate())
+    same = True
+    for name, value in recorded.get("ppl", {}).items():
+        new = fresh["ppl"].get(name)
+        match = new is not None and f"{value:.4g}" == f"{new:.4g}"
+        same &= match
+        print(f"{name}: recorded {value:.6g}, rerun {new:.6g} -> {'same' if match else 'DIFFERENT'} to 4 significant digits")
+    return 0 if same else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -86,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             if "zero_shot" in result:
                 summary["zero_shot"] = result["zero_shot"]
             print(json.dumps(summary))
+        elif args.command == "rerun":
+            return _rerun(args.result, args.save)
         elif args.command == "calibrate":
             from owl.pipeline import calibrate
             from owl.results import write_json_atomic

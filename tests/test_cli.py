@@ -147,3 +147,15 @@ def test_seqlen_the_calibration_data_cannot_supply(tiny_model_dirs, owl_env, cap
     assert main(["prune", "--model", str(tiny_model_dirs["llama"]), "--save", str(owl_env / "o"), *SMALL]) == 2
     assert "--seqlen 32 is too long for the calibration data" in capsys.readouterr().err
     assert not (owl_env / "o" / "result.json").exists()
+
+
+def test_rerun_reproduces_a_result_and_flags_a_mismatch(tiny_model_dirs, owl_env, capsys):
+    result = run(tiny_model_dirs["llama"], owl_env / "orig", "--prune_method", "sparsegpt_owl", "--sparsity_ratio", "0.5", "--Lamda", "0.1")
+    path = owl_env / "orig" / "result.json"
+    assert main(["rerun", str(path), "-q"]) == 0
+    assert "same to 4 significant digits" in capsys.readouterr().out
+    result["ppl"]["wikitext2"] *= 1.01
+    path.write_text(json.dumps(result))
+    assert main(["rerun", str(path), "-q"]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
+    assert main(["rerun", str(owl_env / "missing.json")]) == 2
