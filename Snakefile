@@ -5,8 +5,8 @@
 #   snakemake --cores 2 --configfile config/tiny.yaml    # a tiny random model (smoke test)
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml   # the paper, on SLURM
 #
-# Targets: reproduce_all (default; also `reproduce-all`), tables, figures, ablation,
-# calibrate/prune outputs by path (results/<name>/runs/<model>/<run>/result.json).
+# Targets: reproduce_all (default; also `reproduce-all`), tables, figures, ablation, zero_shot,
+# calibrate/prune/zeroshot outputs by path (results/<name>/runs/<model>/<run>/result.json).
 # A config is validated against config/schema.yaml before any job runs. Data: set
 # OWL_DATA_DIR (or `data_dir:` in the config) to a folder laid out like shared/data; otherwise
 # the Hugging Face Hub is used.
@@ -19,9 +19,11 @@ include: "rules/common.smk"
 include: "rules/calibrate.smk"
 include: "rules/prune.smk"
 include: "rules/report.smk"
+include: "rules/zeroshot.smk"
 
 
-# Everything: statistics and LOD charts, allocations, every run, every table and figure.
+# Everything: statistics and LOD charts, allocations, every run, every table and figure, and the
+# zero-shot jobs and table when the config has a zero_shot section.
 # `snakemake reproduce_all` (the rule) and `snakemake reproduce-all` (its top-level flag file)
 # are the same job; the flag under results/<name>/ lists what was produced.
 rule reproduce_all:
@@ -33,6 +35,8 @@ rule reproduce_all:
         results=[result_path(k) for k in RUNS],
         tables=rules.tables.output,
         figures=rules.figures.output,
+        zeroshot=[zeroshot_path(k) for k in ZS_RUNS],
+        zero_shot=rules.zero_shot.output if config["zero_shot"] else [],
     output:
         flag=f"{OUT}/reproduce-all",
         top=touch("reproduce-all"),

@@ -163,7 +163,7 @@ class TokenCache:
             return torch.load(path)
         value = compute()
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # per process: jobs may fill the same key at once
         torch.save(value, tmp)
         os.replace(tmp, path)
         return value

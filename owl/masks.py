@@ -1,8 +1,14 @@
 """Which weights to prune: score functions and mask functions.
 
 Every mask is a bool tensor of the score's shape on the score's device, ``True`` = prune. Scores
-are compared in float32 whatever the input dtype. Sorts are stable, so ties are broken by position
-and every mask prunes an exact, reproducible number of entries.
+are compared in float32 whatever the input dtype. Ties are broken by position (as a stable sort
+would), so every mask prunes an exact, reproducible number of entries.
+
+"The ``k`` lowest" is computed with a selection (``kthvalue``, linear time) instead of a full
+stable sort: the result is exactly the first ``k`` entries of a stable ascending sort, i.e. every
+entry below the ``k``-th smallest value plus, among the entries equal to it, the earliest ones.
+On CPU that is 3x to 10x faster than ``torch.sort(stable=True)`` on the matrices of an LLM; on
+other devices (fast GPU sorts, not measured here) the stable sort is kept.
 """
 
 from __future__ import annotations
@@ -35,13 +41,47 @@ def _check_2d(scores: torch.Tensor, what: str) -> None:
         raise OwlError(f"{what} needs a 2-D [rows, cols] tensor, got shape {tuple(scores.shape)}")
 
 
-def _lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Per row of a 2-D tensor, the ``k`` lowest entries (stable: ties go to the earlier column)."""
-    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.sort(scores.float(), dim=-1, stable=True).indices[..., :k]
-        mask.scatter_(-1, order, True)
+def _sorted_lowest_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row of a 2-D float tensor, the first ``k`` entries of a stable ascending sort."""
+    mask = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    mask.scatter_(-1, torch.sort(values, dim=-1, stable=True).indices[..., :k], True)
     return mask
+
+
+def _lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row of a 2-D tensor, the ``k`` lowest entries (stable: ties go to the earlier column).
+
+    Same result as ``sort(stable=True).indices[:, :k]``, in linear time: the entries strictly below
+    each row's ``k``-th smallest value, then the leftmost entries equal to it until ``k`` are taken.
+    Off the CPU, for small rows (N:M groups) and for rows holding NaN (which a sort puts last),
+    the stable sort itself is used.
+    """
+    rows, cols = scores.shape
+    if k <= 0 or rows == 0:
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    if k >= cols:
+        return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    values = scores.detach().float()
+    # Selection pays off on CPU (measured, docs/benchmarks.md); GPUs sort fast, so keep the sort there.
+    if values.device.type != "cpu" or cols <= 64 or bool(torch.isnan(values).any()):
+        return _sorted_lowest_k_mask(values, k)
+    kth = torch.kthvalue(values, k, dim=-1, keepdim=True).values
+    mask = values < kth
+    ties = values == kth
+    wanted = k - mask.sum(dim=-1, keepdim=True)  # >= 1 ties to take per row
+    if bool((ties.sum(dim=-1, keepdim=True) > wanted).any()):  # more ties than places: leftmost first
+        ties &= torch.cumsum(ties, dim=-1) <= wanted
+    return mask.logical_or_(ties)
+
+
+def lowest_k_flat_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` lowest entries of ``values`` over the whole tensor (any shape), ties by flat position.
+
+    Same result as ``sort(values.flatten(), stable=True).indices[:k]``; used by ``magnitude_mask``
+    and SparseGPT's per-block mask.
+    """
+    flat = values.reshape(1, -1)
+    return _lowest_k_mask(flat, int(k)).reshape(values.shape)
 
 
 def wanda_scores(weight: torch.Tensor, scaler_row: torch.Tensor) -> torch.Tensor:
@@ -69,12 +109,7 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     extra weight otherwise. Here ties are broken by flat position, so the count is exact.
     """
     sparsity = _check_sparsity(sparsity)
-    k = int(weight.numel() * sparsity)
-    flat = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
-    if k > 0:
-        order = torch.sort(weight.detach().float().abs().flatten(), stable=True).indices[:k]
-        flat[order] = True
-    return flat.reshape(weight.shape)
+    return lowest_k_flat_mask(weight.detach().float().abs(), int(weight.numel() * sparsity))
 
 
 def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

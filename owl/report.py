@@ -15,7 +15,10 @@ Conventions
   method at the same sparsity (``24.55 (-61.22)``: OWL gains 61.22 over Wanda).
 - Bold marks the best pruned entry of a column: the lowest perplexity, or the highest zero-shot
   accuracy; the dense model is never bold (it is the reference, not a contender). Ties are all bold.
-- Zero-shot accuracies are printed in percent.
+- Zero-shot accuracies are printed in percent. They come from ``zeroshot.json`` (the workflow's
+  zeroshot jobs, beside the run's ``result.json``) or from a ``result.json`` of ``owl prune
+  --eval_zero_shot``. A task a run could not evaluate is ``n/a`` in its row, with the reason in a
+  note; the notes also name the tasks the mean is over.
 
 A *spec* says what the tables hold (the workflow derives it from its config; :func:`infer_spec`
 guesses one from a folder of results)::
@@ -48,6 +51,7 @@ __all__ = [
     "OWL_BASELINE",
     "load_runs",
     "find_results",
+    "ZERO_SHOT_FILE",
     "infer_spec",
     "find_run",
     "main_table",
@@ -66,6 +70,7 @@ __all__ = [
     "build_figures",
     "allocation_record",
     "run_summary",
+    "zero_shot_summary",
     "is_owl",
     "method_label",
     "plot_lod",
@@ -91,6 +96,8 @@ METHOD_LABELS = {
 OWL_BASELINE = {"wanda_owl": "wanda", "sparsegpt_owl": "sparsegpt", "magnitude_owl": "magnitude", "wanda_owl_structure": "wanda"}
 SWEEP_METHODS = ("wanda", "wanda_owl", "sparsegpt", "sparsegpt_owl")
 TABLE_SECTIONS = ("main", "sweep", "zero_shot", "ablation")
+RESULT_FILE = "result.json"
+ZERO_SHOT_FILE = "zeroshot.json"  # what a zeroshot job of the workflow writes beside result.json
 FIGURE_SECTIONS = ("layerwise", "sweep", "ablation")
 FIGURE_FORMATS = ("png", "pdf")
 _PAPER_OWL = (5.0, 0.08)  # the README's LLaMA-7B setting; used to break ties when guessing a spec
@@ -142,8 +149,25 @@ def write_json(path: str | Path, data) -> Path:
 
 # ---- loading ----------------------------------------------------------------------------------
 def find_results(results_dir: str | Path) -> list[str]:
-    """Every ``result.json`` below ``results_dir``, sorted."""
-    return sorted(str(p) for p in Path(results_dir).rglob("result.json"))
+    """Every ``result.json`` below ``results_dir``, and every ``zeroshot.json`` without a
+    ``result.json`` beside it (one with is merged into that run by :func:`load_runs`), sorted."""
+    root = Path(results_dir)
+    found = {str(p) for p in root.rglob(RESULT_FILE)}
+    found |= {str(p) for p in root.rglob(ZERO_SHOT_FILE) if not (p.parent / RESULT_FILE).exists()}
+    return sorted(found)
+
+
+def _read_run_file(path: Path, merge_zero_shot: bool) -> dict:
+    """A run's ``result.json`` (or a ``zeroshot.json``, or a folder holding either); a result
+    without zero-shot numbers takes them from a ``zeroshot.json`` beside it."""
+    if path.is_dir():
+        path = path / RESULT_FILE if (path / RESULT_FILE).exists() or not (path / ZERO_SHOT_FILE).exists() else path / ZERO_SHOT_FILE
+    result = read_json(path)
+    sibling = path.parent / ZERO_SHOT_FILE
+    if merge_zero_shot and path.name != ZERO_SHOT_FILE and not result.get("zero_shot") and sibling.exists():
+        extra = read_json(sibling)
+        result = {**result, **{k: extra[k] for k in ("zero_shot", "zero_shot_details") if k in extra}}
+    return result
 
 
 def _ppl(result: dict) -> float:
@@ -152,13 +176,15 @@ def _ppl(result: dict) -> float:
     return float("nan") if value is None else float(value)
 
 
-def load_runs(entries: Iterable[str | Path | dict]) -> pd.DataFrame:
+def load_runs(entries: Iterable[str | Path | dict], merge_zero_shot: bool = True) -> pd.DataFrame:
     """One row per run: model, method, sparsity, Hyper_m, Lamda, ppl, achieved_sparsity, path, result.
 
-    An entry is a path to a ``result.json`` (or its folder), a result dict, or a dict with ``path``
-    and identity fields (``model``, ``method``, ``sparsity``, ``Hyper_m``, ``Lamda``) that override
-    those read from the file; the workflow passes the latter so rows carry its model keys. For
-    non-OWL methods ``Hyper_m`` and ``Lamda`` are NaN: they do not change the run.
+    An entry is a path to a ``result.json`` or a ``zeroshot.json`` (or their folder), a result dict,
+    or a dict with ``path`` and identity fields (``model``, ``method``, ``sparsity``, ``Hyper_m``,
+    ``Lamda``) that override those read from the file; the workflow passes the latter so rows carry
+    its model keys. For non-OWL methods ``Hyper_m`` and ``Lamda`` are NaN: they do not change the
+    run. A ``zeroshot.json`` has no perplexity (``ppl`` NaN); with ``merge_zero_shot`` a
+    ``result.json`` without zero-shot numbers takes them from a ``zeroshot.json`` beside it.
     """
     rows = []
     for entry in entries:
@@ -166,12 +192,12 @@ def load_runs(entries: Iterable[str | Path | dict]) -> pd.DataFrame:
         if isinstance(entry, dict) and "path" in entry:
             identity = {k: v for k, v in entry.items() if k != "path"}
             path = Path(entry["path"])
-            result = read_json(path / "result.json" if path.is_dir() else path)
+            result = _read_run_file(path, merge_zero_shot)
         elif isinstance(entry, dict):
             path, result = None, entry
         else:
             path = Path(entry)
-            result = read_json(path / "result.json" if path.is_dir() else path)
+            result = _read_run_file(path, merge_zero_shot)
         method = identity.get("method", result.get("prune_method"))
         dense = method == "dense"
         row = {
@@ -315,28 +341,36 @@ def sweep_table(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
 def zero_shot_table(runs: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, list[str]]:
     """Zero-shot accuracy in percent: rows (model label, method), a column per task, ``Mean`` last.
 
-    Returns the table and notes (tasks a run could not evaluate, and why; which tasks the mean
-    covers when that differs from the columns).
+    Every task of the spec is a column (then any other task a result has), also one that no run
+    could evaluate: its cells are NaN and ``table.attrs["missing"]`` maps each row to
+    ``{task: reason}``, which :func:`format_zero_shot_table` prints as ``n/a``. ``Mean`` is the
+    result's own mean (over the tasks it evaluated). Returns the table and notes: each task not
+    evaluated and why (``every run`` or the runs), the tasks the mean is over, and rows without a
+    result.
     """
     zs = spec["zero_shot"]
     tasks = list(zs.get("tasks") or [])
     found: list[tuple[tuple[str, str], dict]] = []
-    notes: list[str] = []
+    missing: dict[tuple[str, str], dict[str, str]] = {}
+    in_means: dict[tuple[str, str], list[str]] = {}
+    absent: list[tuple[str, str]] = []
     for model in _model_entries(spec, zs.get("models")):
         for method in zs["methods"]:
+            key = (_label(model), method)
             run = find_run(runs, model["key"], method, zs["sparsity"], **_owl_args(model))
             result = {} if run is None else run["result"]
             scores = dict(result.get("zero_shot") or {})
             details = result.get("zero_shot_details") or {}
-            for task, reason in (details.get("missing") or {}).items():
-                notes.append(f"{_label(model)}, {method_label(method)}: {task} not evaluated ({reason})")
-            in_mean = details.get("tasks_in_mean")
-            if in_mean is not None and sorted(in_mean) != sorted(t for t in scores if t != "mean"):
-                notes.append(f"{_label(model)}, {method_label(method)}: the mean covers {', '.join(in_mean)}")
-            for task in scores:
+            if not scores and not details:
+                absent.append(key)
+            missing[key] = {str(t): str(r) for t, r in (details.get("missing") or {}).items()}
+            if scores:
+                evaluated = [t for t in scores if t != "mean" and scores[t] is not None]
+                in_means[key] = list(details.get("tasks_in_mean") or evaluated)
+            for task in [*scores, *missing[key]]:
                 if task != "mean" and task not in tasks:
                     tasks.append(task)
-            found.append(((_label(model), method), scores))
+            found.append((key, scores))
     rows = []
     for _, scores in found:
         row = [100 * float(scores[t]) if scores.get(t) is not None else float("nan") for t in tasks]
@@ -347,11 +381,33 @@ def zero_shot_table(runs: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, list[
         else:
             mean_pct = 100 * float(mean)
         rows.append(row + [mean_pct])
-    # Drop task columns that no run has (e.g. a task listed in the config but missing everywhere).
     table = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples([k for k, _ in found], names=["model", "method"]),
                          columns=pd.Index(tasks + ["Mean"], name="task"))
-    keep = [c for c in tasks if table[c].notna().any()] + ["Mean"]
-    return table[keep], notes
+    table.attrs["missing"] = {k: v for k, v in missing.items() if v}
+
+    def who(keys: list[tuple[str, str]]) -> str:
+        with_result = [k for k, _ in found if k not in absent]
+        if len(keys) == len(with_result) and len(keys) > 1:
+            return "every run"
+        return ", ".join(f"{m} {method_label(x)}" for m, x in keys)
+
+    notes: list[str] = []
+    by_reason: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, items in missing.items():
+        for task, reason in items.items():
+            by_reason.setdefault((task, reason), []).append(key)
+    for (task, reason), keys in by_reason.items():
+        notes.append(f"n/a: {task} not evaluated ({reason}): {who(keys)}")
+    groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for key, covered in in_means.items():
+        groups.setdefault(tuple(covered), []).append(key)
+    for covered, keys in groups.items():
+        text = ", ".join(covered) if covered else "no task"
+        notes.append(f"Mean: over {text} ({len(covered)} task{'s' if len(covered) != 1 else ''})"
+                     + ("" if len(groups) == 1 else f": {who(keys)}"))
+    if absent:
+        notes.append(f"-: no zero-shot result: {who(absent)}")
+    return table, notes
 
 
 def ablation_table(runs: pd.DataFrame, spec: dict, model_key: str) -> pd.DataFrame:
@@ -432,8 +488,11 @@ def format_sweep_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts).reset_index(drop=True) if parts else pd.DataFrame()
 
 
-def format_zero_shot_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Zero-shot table: Model, Method, a column per task, Mean; the best pruned accuracy per model in bold."""
+def format_zero_shot_table(table: pd.DataFrame, missing: dict | None = None) -> pd.DataFrame:
+    """Zero-shot table: Model, Method, a column per task, Mean; the best pruned accuracy per model in
+    bold; ``n/a`` for a task a run could not evaluate (``missing``, default ``table.attrs["missing"]``:
+    ``{(model label, method): {task: reason}}``), ``-`` where there is no number at all."""
+    missing = table.attrs.get("missing", {}) if missing is None else missing
     parts = []
     for model in dict.fromkeys(table.index.get_level_values(0)):
         block = table.xs(model, level="model")
@@ -442,7 +501,11 @@ def format_zero_shot_table(table: pd.DataFrame) -> pd.DataFrame:
         for column in block.columns:
             bold = _best_mask(block[column], [m != "dense" for m in methods], lower_is_better=False)
             for i, method in enumerate(methods):
-                text = _fmt(block.at[method, column])
+                value = block.at[method, column]
+                if pd.isna(value) and column in missing.get((model, method), {}):
+                    text = "n/a"
+                else:
+                    text = _fmt(value)
                 body.at[method, column] = f"**{text}**" if bold[i] else text
         front = pd.DataFrame({"Model": model, "Method": [method_label(m) for m in methods]}, index=block.index)
         parts.append(pd.concat([front, body], axis=1))
@@ -610,15 +673,36 @@ def run_summary(result: dict) -> pd.DataFrame:
         "achieved sparsity": None if result.get("achieved_sparsity") is None else round(float(result["achieved_sparsity"]), 6),
         "M (Hyper_m)": result.get("Hyper_m") if owl else "-",
         "lambda (Lamda)": result.get("Lamda") if owl else "-",
-        "WikiText-2 perplexity": None if math.isnan(_ppl(result)) else round(_ppl(result), 4),
-        "evaluation windows": result.get("eval_windows"),
     }
+    if result.get("ppl") or not result.get("zero_shot"):  # a zeroshot.json has no perplexity
+        items["WikiText-2 perplexity"] = None if math.isnan(_ppl(result)) else round(_ppl(result), 4)
+        items["evaluation windows"] = result.get("eval_windows")
     if result.get("zero_shot"):
         mean = result["zero_shot"].get("mean")
         items["zero-shot mean accuracy (%)"] = None if mean is None else round(100 * float(mean), 2)
     for name, seconds in timings.items():
         items[f"time: {name} (s)"] = round(float(seconds), 2)
     return pd.DataFrame({"value": [str(v) for v in items.values()]}, index=pd.Index(list(items), name="quantity"))
+
+
+def zero_shot_summary(result: dict) -> pd.DataFrame:
+    """The zero-shot numbers of one result dict: a row per task (accuracy in %, or why it is
+    missing, and where the rows came from), ``mean`` last with the tasks it is over."""
+    scores = result.get("zero_shot") or {}
+    details = result.get("zero_shot_details") or {}
+    missing = details.get("missing") or {}
+    source = details.get("source") or {}
+    tasks = list(dict.fromkeys([*(result.get("settings") or {}).get("tasks", []), *scores, *missing]))
+    rows = {}
+    for task in tasks:
+        if task == "mean":
+            continue
+        value = scores.get(task)
+        rows[task] = ("n/a" if value is None else f"{100 * float(value):.2f}", missing.get(task, source.get(task, "")))
+    mean = scores.get("mean")
+    in_mean = details.get("tasks_in_mean") or [t for t in scores if t != "mean"]
+    rows["mean"] = ("n/a" if mean is None else f"{100 * float(mean):.2f}", f"over {', '.join(in_mean) or 'no task'}")
+    return pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="task"), columns=["accuracy (%)", "note"])
 
 
 # ---- allocation (for the allocate notebook) ---------------------------------------------------

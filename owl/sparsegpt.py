@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from owl.errors import OwlError
+from owl.masks import lowest_k_flat_mask
 
 __all__ = ["sparsegpt_prune_"]
 
@@ -102,7 +103,10 @@ def sparsegpt_prune_(
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
         count = end - start
-        w1 = w[:, start:end].clone()
+        # The block is held transposed ([count, rows]): column i of the weight is row i here, so the
+        # per-column steps below touch contiguous memory. Every value is computed exactly as in
+        # the [rows, count] layout (same elementwise products), so the result is bit-identical.
+        w1 = w[:, start:end].t().contiguous()
         q1 = torch.zeros_like(w1)
         err1 = torch.zeros_like(w1)
         hinv1 = hinv[start:end, start:end]
@@ -111,24 +115,26 @@ def sparsegpt_prune_(
         mask1 = torch.zeros(w1.shape, dtype=torch.bool, device=w.device)
         if prune_n == 0:
             k = int(w1.numel() * sparsity)
-            if k > 0:
-                saliency = (w1**2 / d1.reshape(1, -1) ** 2).flatten()
-                mask1.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
+            if k > 0:  # the k lowest saliencies of the block, ties by position in the [rows, count] order
+                mask1 = lowest_k_flat_mask((w1.t() ** 2 / d1.reshape(1, -1) ** 2).contiguous(), k).t().contiguous()
 
+        # Per-row views and the pivots as Python floats (exact: float32 -> double -> float32) made
+        # once, so each column costs a handful of kernel calls.
+        w1_rows, q1_rows, err1_rows, mask1_rows = w1.unbind(0), q1.unbind(0), err1.unbind(0), mask1.unbind(0)
+        pivots = d1.tolist()
+        zero = torch.zeros((), dtype=w1.dtype, device=w1.device)
         for i in range(count):
             if prune_n != 0 and i % prune_m == 0:
-                saliency = w1[:, i : i + prune_m] ** 2 / d1[i : i + prune_m].reshape(1, -1) ** 2
+                saliency = (w1[i : i + prune_m] ** 2 / d1[i : i + prune_m].reshape(-1, 1) ** 2).t()
                 lowest = torch.sort(saliency, dim=1, stable=True).indices[:, :prune_n]
-                mask1[:, i : i + prune_m].scatter_(1, lowest, True)
-            col = w1[:, i]
-            q = col.masked_fill(mask1[:, i], 0.0)
-            q1[:, i] = q
-            err = (col - q) / hinv1[i, i]
-            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = err
+                mask1[i : i + prune_m].scatter_(0, lowest.t(), True)
+            col, q, err = w1_rows[i], q1_rows[i], err1_rows[i]
+            torch.where(mask1_rows[i], zero, col, out=q)  # = col.masked_fill(mask, 0.0)
+            torch.sub(col, q, out=err).div_(pivots[i])
+            w1[i:].sub_(hinv1[i, i:].unsqueeze(1) * err)
 
-        w[:, start:end] = q1
+        w[:, start:end] = q1.t()
         if end < cols:
-            w[:, end:] -= err1 @ hinv[start:end, end:]
+            w[:, end:] -= err1.t().contiguous() @ hinv[start:end, end:]
 
     weight.copy_(w.to(weight.dtype))

@@ -34,6 +34,10 @@ PRUNE_NOTEBOOK_PARAMS = (
     "calib_dataset", "calib_batch_size", "dtype", "device", "cache_dir", "eval_limit", "stats_path", "save",
     "eval_zero_shot", "tasks", "zero_shot_limit", "zero_shot_batch_size",
 )
+# The zeroshot notebook's named parameters: the same, less what it always sets itself
+# (eval_zero_shot=True, eval_dataset=None: no perplexity).
+ZEROSHOT_NOTEBOOK_PARAMS = tuple(p for p in PRUNE_NOTEBOOK_PARAMS if p != "eval_zero_shot")
+ZEROSHOT_FIXED = {"eval_dataset": None, "eval_zero_shot": True}
 
 
 def config_error(message):
@@ -119,6 +123,11 @@ for _key, _m in config["models"].items():
     _resources = {}
     for _kind, _defaults in DEFAULT_RESOURCES.items():
         _resources[_kind] = {**_defaults, **(config["resources"].get(_kind) or {}), **((_m.get("resources") or {}).get(_kind) or {})}
+    # A zeroshot job prunes the model again (no perplexity) and then runs the tasks: the model's
+    # prune resources plus zero_shot.extra_runtime minutes, unless resources.zeroshot says otherwise.
+    _extra = (config["zero_shot"] or {}).get("extra_runtime", 0)
+    _resources["zeroshot"] = {**_resources["prune"], "runtime": _resources["prune"]["runtime"] + _extra,
+                              **(config["resources"].get("zeroshot") or {}), **((_m.get("resources") or {}).get("zeroshot") or {})}
     MODELS[_key] = {
         "key": _key,
         "id": _m["id"],
@@ -149,6 +158,8 @@ def run_id(method, sparsity, hyper_m, lamda):
 
 
 RUNS = {}  # (model key, run id) -> {"model", "method", "sparsity", "Hyper_m", "Lamda", "zero_shot", "uses_stats"}
+# "zero_shot": the point is in the config's zero_shot section, so a zeroshot job (rules/zeroshot.smk)
+# evaluates it besides its prune job; the prune job itself never runs zero-shot.
 
 
 def add_run(model, method, sparsity, hyper_m=None, lamda=None, zero_shot=False):
@@ -182,6 +193,7 @@ if config["zero_shot"]:
     for _model in config["zero_shot"]["models"]:
         for _method in config["zero_shot"]["methods"]:
             add_run(_model, _method, config["zero_shot"]["sparsity"], zero_shot=True)
+ZS_RUNS = [key for key, r in RUNS.items() if r["zero_shot"]]
 
 
 # ---- paths ----------------------------------------------------------------------------------------
@@ -190,6 +202,7 @@ STATS = f"{CALIB_DIR}/statistics.pt"
 LOD = f"{CALIB_DIR}/lod.json"
 RUN_DIR = f"{OUT}/runs/{{model}}/{{run}}"
 RESULT = f"{RUN_DIR}/result.json"
+ZEROSHOT = f"{RUN_DIR}/zeroshot.json"
 ALLOC_DIR = f"{OUT}/allocation/{{model}}"
 TABLES_DIR = f"{OUT}/tables"
 FIGURES_DIR = f"{OUT}/figures"
@@ -200,6 +213,11 @@ LOGS = f"{OUT}/logs"
 def result_path(key):
     model, rid = key
     return RESULT.format(model=model, run=rid)
+
+
+def zeroshot_path(key):
+    model, rid = key
+    return ZEROSHOT.format(model=model, run=rid)
 
 
 def calib_dir(model):
@@ -216,10 +234,13 @@ def lod_path(model):
 
 # ---- per-job settings -----------------------------------------------------------------------------
 def prune_settings(model, rid):
-    """The PruneSettings of one run, as a dict (checked by PruneSettings.validate at parse time)."""
+    """The PruneSettings of one prune job, as a dict (checked by PruneSettings.validate at parse time).
+
+    A prune job never runs zero-shot (eval_zero_shot is always False; the key stays so that the
+    parameters, a Snakemake rerun trigger, are those of every existing result.json).
+    """
     run, m = RUNS[(model, rid)], MODELS[model]
     calib = m["calibration"]
-    zs = config["zero_shot"] or {}
     settings = {
         "model": m["id"],
         "prune_method": run["method"],
@@ -231,10 +252,8 @@ def prune_settings(model, rid):
         **m["settings"],
         "stats_path": stats_path(model) if run["uses_stats"] else None,
         "save": RUN_DIR.format(model=model, run=rid),
-        "eval_zero_shot": bool(run["zero_shot"]),
+        "eval_zero_shot": False,
     }
-    if run["zero_shot"]:
-        settings.update(tasks=list(zs["tasks"]), zero_shot_limit=zs["limit"], zero_shot_batch_size=zs["batch_size"])
     return settings
 
 
@@ -242,6 +261,21 @@ def prune_notebook_params(model, rid):
     settings = prune_settings(model, rid)
     params = {k: v for k, v in settings.items() if k in PRUNE_NOTEBOOK_PARAMS}
     params["extra"] = {k: v for k, v in settings.items() if k not in PRUNE_NOTEBOOK_PARAMS}
+    return params
+
+
+def zeroshot_settings(model, rid):
+    """The PruneSettings of one zeroshot job: the prune job's (same pruning, deterministic), no
+    perplexity (eval_dataset None), zero-shot on the config's tasks."""
+    zs = config["zero_shot"]
+    return {**prune_settings(model, rid), **ZEROSHOT_FIXED,
+            "tasks": list(zs["tasks"]), "zero_shot_limit": zs["limit"], "zero_shot_batch_size": zs["batch_size"]}
+
+
+def zeroshot_notebook_params(model, rid):
+    settings = zeroshot_settings(model, rid)
+    params = {k: v for k, v in settings.items() if k in ZEROSHOT_NOTEBOOK_PARAMS}
+    params["extra"] = {k: v for k, v in settings.items() if k not in ZEROSHOT_NOTEBOOK_PARAMS and k not in ZEROSHOT_FIXED}
     return params
 
 
@@ -320,18 +354,25 @@ def ablation_runs():
             and any(math.isclose(r["Hyper_m"], x) for x in ab["Hyper_m"]) and any(math.isclose(r["Lamda"], x) for x in ab["Lamda"])]
 
 
-def run_entries(keys):
-    return [{"path": result_path(k), **{f: RUNS[k][f] for f in ("model", "method", "sparsity", "Hyper_m", "Lamda")}} for k in keys]
+def run_entries(keys, path=result_path):
+    return [{"path": path(k), **{f: RUNS[k][f] for f in ("model", "method", "sparsity", "Hyper_m", "Lamda")}} for k in keys]
 
 
-def report_params(keys, out_dir, sections):
-    return {"runs": run_entries(keys), "spec": SPEC, "sections": list(sections), "out_dir": out_dir}
+def report_params(keys, out_dir, sections, path=result_path):
+    return {"runs": run_entries(keys, path), "spec": SPEC, "sections": list(sections), "out_dir": out_dir}
+
+
+# The tables rule writes the perplexity tables only; the zero-shot table has its own rule
+# (rules/zeroshot.smk) and reads zeroshot.json files, so the perplexity tables never wait for it.
+PPL_TABLE_SECTIONS = [s for s in report.TABLE_SECTIONS if s != "zero_shot"]
 
 
 # ---- validate every run's settings before any job ---------------------------------------------------
 for (_model, _rid) in RUNS:
     try:
         PruneSettings(**prune_settings(_model, _rid)).validate()
+        if RUNS[(_model, _rid)]["zero_shot"]:
+            PruneSettings(**zeroshot_settings(_model, _rid)).validate()
     except (OwlError, TypeError) as _err:
         config_error(f"run {_model}/{_rid}: {_err}")
 
@@ -389,9 +430,8 @@ wildcard_constraints:
 
 
 def prune_runtime(wc):
-    """Minutes of a prune job: the model's, plus zero_shot.extra_runtime when it also runs zero-shot."""
-    extra = config["zero_shot"]["extra_runtime"] if RUNS[(wc.model, wc.run)]["zero_shot"] else 0
-    return res("prune", "runtime", wc.model) + extra
+    """Minutes of a prune job: the model's (zero-shot runs in a zeroshot job of its own)."""
+    return res("prune", "runtime", wc.model)
 
 
 def res(kind, key, model=None):

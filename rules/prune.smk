@@ -1,5 +1,6 @@
-# One pruning run per grid point: prune, evaluate WikiText-2 perplexity (and zero-shot accuracy
-# for the runs the config's zero_shot section names), write result.json. OWL runs load the model's
+# One pruning run per grid point: prune, evaluate WikiText-2 perplexity, write result.json. Never
+# zero-shot: the points of the config's zero_shot section get a zeroshot job of their own
+# (rules/zeroshot.smk), so their perplexity does not wait for it. OWL runs load the model's
 # dense statistics from the calibrate rule's statistics.pt (stats_path) and never recompute them;
 # the other methods do not use the dense statistics (Wanda and SparseGPT collect theirs during the
 # sequential pruning pass), so they need not wait for the calibrate job.

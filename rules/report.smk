@@ -1,16 +1,18 @@
-# Tables and figures: cheap, from result.json files only (restyling never reruns a model).
+# Tables and figures: cheap, from result.json files only (restyling never reruns a model). The
+# zero-shot table is not here: it reads zeroshot.json files (rules/zeroshot.smk), so these never
+# wait for zero-shot jobs.
 
 
 rule tables:
     input:
         [result_path(k) for k in RUNS],
     output:
-        [f"{TABLES_DIR}/{name}" for name in report.table_files(SPEC)],
+        [f"{TABLES_DIR}/{name}" for name in report.table_files(SPEC, PPL_TABLE_SECTIONS)],
     log:
         notebook=f"{TABLES_DIR}/tables.ipynb",
         log=f"{LOGS}/tables.log",
     params:
-        yaml=to_yaml(report_params(list(RUNS), TABLES_DIR, report.TABLE_SECTIONS)),
+        yaml=to_yaml(report_params(list(RUNS), TABLES_DIR, PPL_TABLE_SECTIONS)),
         params_file=f"{TABLES_DIR}/tables.params.yaml",
     threads: 1
     resources:

@@ -118,6 +118,25 @@ def test_load_runs_identity_from_the_workflow_overrides_the_file(tmp_path):
     assert report.find_results(tmp_path) == [str(path)]
 
 
+def test_zeroshot_json_beside_a_result_is_merged_and_alone_is_a_run(tmp_path):
+    zs = {"boolq": 0.6, "rte": 0.5, "mean": 0.55}
+    details = {"missing": {}, "tasks_in_mean": ["boolq", "rte"]}
+    beside = tmp_path / "a" / "wanda_s0.7"
+    report.write_json(beside / "result.json", make_result("a", "wanda", 0.7, 30.0))
+    only_zs = make_result("a", "dense", 0.7, None, zero_shot=zs, details=details)
+    only_zs["ppl"] = {}  # what a zeroshot job writes: no perplexity
+    report.write_json(beside / "zeroshot.json", {**only_zs, "prune_method": "wanda", "sparsity_ratio": 0.7})
+    report.write_json(tmp_path / "a" / "dense" / "zeroshot.json", only_zs)
+    assert report.find_results(tmp_path) == [str(tmp_path / "a/dense/zeroshot.json"), str(beside / "result.json")]
+    runs = report.load_runs(report.find_results(tmp_path))
+    merged = runs[runs["method"] == "wanda"].iloc[0]
+    assert merged["ppl"] == 30.0 and merged["result"]["zero_shot"] == zs  # perplexity and zero-shot of one run
+    alone = runs[runs["method"] == "dense"].iloc[0]
+    assert math.isnan(alone["ppl"]) and alone["result"]["zero_shot"] == zs
+    assert "zero_shot" not in report.load_runs([beside / "result.json"], merge_zero_shot=False).loc[0, "result"]
+    assert report.infer_spec(runs)["zero_shot"]["methods"] == ["dense", "wanda"]
+
+
 # ---- sweep, zero-shot, ablation --------------------------------------------------------------
 def sweep_runs():
     values = {"wanda": [7.3, 10.7, 85.8], "wanda_owl": [7.2, 9.5, 24.6], "sparsegpt": [7.2, 10.4, 26.3], "sparsegpt_owl": [7.2, 9.8, 19.5]}
@@ -150,15 +169,41 @@ def test_zero_shot_table_in_percent_with_mean_last_and_notes():
     spec = paper_spec(("a",), zero_shot={"models": ["a"], "methods": ["dense", "wanda", "wanda_owl"], "sparsity": 0.7,
                                          "tasks": ["boolq", "rte", "hellaswag", "arc_easy"]})
     table, notes = report.zero_shot_table(runs, spec)
-    assert list(table.columns) == ["boolq", "rte", "arc_easy", "Mean"]  # hellaswag: no run has it
+    assert list(table.columns) == ["boolq", "rte", "hellaswag", "arc_easy", "Mean"]  # every task asked for, Mean last
     assert table.loc[("a", "wanda_owl"), "boolq"] == pytest.approx(65.0)
     assert table.loc[("a", "wanda_owl"), "Mean"] == pytest.approx(60.0)
     assert math.isnan(table.loc[("a", "wanda_owl"), "arc_easy"])
-    assert any("arc_easy not evaluated (no local data)" in n for n in notes)
+    assert "n/a: arc_easy not evaluated (no local data): a OWL w. Wanda" in notes
     formatted = report.format_zero_shot_table(table)
     owl = formatted[formatted["Method"] == "OWL w. Wanda"].iloc[0]
-    assert (owl["boolq"], owl["rte"], owl["arc_easy"], owl["Mean"]) == ("**65.00**", "55.00", "-", "**60.00**")
+    # n/a: the run could not evaluate it; -: no number at all (wanda has no arc_easy, no run has hellaswag)
+    assert (owl["boolq"], owl["rte"], owl["hellaswag"], owl["arc_easy"], owl["Mean"]) == ("**65.00**", "55.00", "-", "n/a", "**60.00**")
+    assert formatted[formatted["Method"] == "Wanda"].iloc[0]["arc_easy"] == "-"
     assert formatted[formatted["Method"] == "Dense"].iloc[0]["boolq"] == "75.00"  # dense never bold
+    # the runs' means cover different tasks: each stated
+    assert "Mean: over boolq, rte, arc_easy (3 tasks): a Dense" in notes
+    assert "Mean: over boolq, rte (2 tasks): a Wanda, a OWL w. Wanda" in notes
+
+
+def test_zero_shot_table_a_task_missing_everywhere_is_a_column_of_na(tmp_path):
+    missing = {"hellaswag": "no local mirror; Hugging Face offline mode is set"}
+    runs = report.load_runs([
+        make_result(m, method, 0.7, 1.0, zero_shot={"boolq": acc, "rte": acc, "mean": acc},
+                    details={"missing": missing, "tasks_in_mean": ["boolq", "rte"]})
+        for m in ("a", "b") for method, acc in (("dense", 0.7), ("wanda", 0.6))
+    ])
+    spec = paper_spec(("a", "b"), zero_shot={"models": ["a", "b"], "methods": ["dense", "wanda", "wanda_owl"], "sparsity": 0.7,
+                                             "tasks": ["boolq", "hellaswag", "rte"]})
+    table, notes = report.zero_shot_table(runs, spec)
+    assert list(table.columns) == ["boolq", "hellaswag", "rte", "Mean"]
+    assert notes == ["n/a: hellaswag not evaluated (no local mirror; Hugging Face offline mode is set): every run",
+                     "Mean: over boolq, rte (2 tasks)", "-: no zero-shot result: a OWL w. Wanda, b OWL w. Wanda"]
+    formatted = report.format_zero_shot_table(table)
+    assert list(formatted["hellaswag"]) == ["n/a", "n/a", "-"] * 2
+    assert list(formatted.columns) == ["Model", "Method", "boolq", "hellaswag", "rte", "Mean"]
+    text = report.build_tables(runs, spec, tmp_path, ["zero_shot"])["zero_shot"]["markdown"]
+    assert "| b | Wanda | **60.00** | n/a | **60.00** | **60.00** |" in text
+    assert "- Mean: over boolq, rte (2 tasks)" in text
 
 
 def test_ablation_table_bolds_the_lowest_perplexity():
@@ -247,6 +292,13 @@ def test_run_summary_and_single_run_figures():
     assert summary.at["WikiText-2 perplexity", "value"] == "24.5512"
     assert summary.at["method", "value"] == "OWL w. Wanda"
     assert summary.at["zero-shot mean accuracy (%)", "value"] == "60.0"
+    zs_only = {**result, "ppl": {}, "zero_shot_details": {"missing": {"rte": "no rows"}, "tasks_in_mean": ["boolq"],
+                                                           "source": {"boolq": "local:x"}}, "settings": {"tasks": ["boolq", "rte"]}}
+    assert "WikiText-2 perplexity" not in report.run_summary(zs_only).index  # a zeroshot.json has none
+    tasks = report.zero_shot_summary(zs_only)
+    assert tasks.to_dict("index") == {"boolq": {"accuracy (%)": "60.00", "note": "local:x"},
+                                      "rte": {"accuracy (%)": "n/a", "note": "no rows"},
+                                      "mean": {"accuracy (%)": "60.00", "note": "over boolq"}}
     fig = report.plot_layerwise(result["outlier_ratios"], result["layer_sparsities"], 0.7, achieved=result["layer_achieved_sparsities"])
     assert len(fig.axes) == 2  # sparsity and the LOD bars
     assert len(report.plot_layerwise(None, [0.7] * 4, 0.7).axes) == 1

@@ -1,14 +1,18 @@
 """The Snakemake workflow: the tiny config end to end, dry runs of the shipped configs, bad configs.
 
 The end-to-end run (about a minute on 2 cores) runs every notebook of the workflow on a tiny
-random model; the other tests are dry runs or stop before any job.
+random model, zero-shot included (two tasks of the local mirror, two examples each); a fresh
+clone of its results then rebuilds the tables and figures without a model. The other tests are
+dry runs or stop before any job.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -26,10 +30,21 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 CONFIGS = REPO / "config"
 TINY_CALIB = "calibration/tiny/c4-n4-len64-seed0-float32"  # <model>/<calibration setting>
+TINY_ZERO_SHOT = {"dense": "dense", "wanda_owl": "wanda_owl_s0.7_m5_l0.08"}  # config/tiny.yaml's zero_shot points
+MODEL_RULES = {"calibrate", "prune", "zeroshot"}  # the jobs that load a model
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, env: dict | None = None, timeout: int = 600):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+def zero_shot_mirror() -> Path | None:
+    """The zero-shot rows (``<data>/zeroshot/<task>/<split>.jsonl``): $OWL_DATA_DIR or ../shared/data."""
+    for root in (os.environ.get("OWL_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if root and all(any((Path(root) / "zeroshot" / t).glob("*.jsonl")) for t in ("boolq", "rte")):
+            return Path(root) / "zeroshot"
+    return None
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, env: dict | None = None, timeout: int = 600,
+              snakefile: Path = SNAKEFILE):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir), *args]
     if configfile is not None:  # last: --configfile takes several values
         cmd += ["--configfile", str(configfile)]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
@@ -77,12 +92,31 @@ def grid_points(cfg: dict) -> set[tuple]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
                     add(model, ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7), m, lam)
-    if cfg.get("zero_shot"):
-        zs = cfg["zero_shot"]
-        for model in zs["models"]:
-            for method in zs["methods"]:
-                add(model, method, zs.get("sparsity", 0.7))
+    points |= zero_shot_points(cfg)
     return points
+
+
+def zero_shot_points(cfg: dict) -> set[tuple]:
+    """The (model, method, sparsity[, M, lambda]) of the config's zero_shot section (each a zeroshot job)."""
+    zs, points = cfg.get("zero_shot"), set()
+    default_owl = {"Hyper_m": 5, "Lamda": 0.08, **(cfg.get("owl") or {})}
+    for model in (zs or {}).get("models", []):
+        owl = {**default_owl, **(cfg["models"][model].get("owl") or {})}
+        for method in zs["methods"]:
+            s = float(zs.get("sparsity", 0.7))
+            points.add((model, "dense") if method == "dense" else
+                       (model, method, s, float(owl["Hyper_m"]), float(owl["Lamda"])) if "_owl" in method else (model, method, s))
+    return points
+
+
+def job_blocks(output: str) -> dict[str, list[str]]:
+    """The job blocks of a (dry) run's log, by rule: {rule: [block text, ...]}."""
+    blocks: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):
+        found = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+        if found:
+            blocks.setdefault(found.group(1), []).append(block)
+    return blocks
 
 
 # ---- the tiny config, end to end -------------------------------------------------------------
@@ -91,6 +125,8 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny-workflow")
     save_tiny_model(workdir / "tiny-model")
     write_tiny_data_dir(workdir / "tiny-data")
+    if zero_shot_mirror() is not None:  # else the tasks are missing (offline), which the table shows as n/a
+        (workdir / "tiny-data" / "zeroshot").symlink_to(zero_shot_mirror())
     env = {"OWL_DATA_DIR": str(workdir / "tiny-data"), "OWL_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     proc = snakemake(workdir, "reproduce_all", "--cores", "2", configfile=CONFIGS / "tiny.yaml", env=env)
@@ -106,9 +142,10 @@ def test_tiny_workflow_produces_every_table_figure_and_notebook(tiny_run):
     cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["prune"] == len(grid_points(cfg)) == 11
+    assert counts["zeroshot"] == len(zero_shot_points(cfg)) == 2 and counts["zero_shot"] == 1
     assert counts["calibrate"] == 1 and counts["tables"] == 1 and counts["figures"] == 1
     assert (workdir / "reproduce-all").exists() and (out / "reproduce-all").exists()
-    for name in ["main.md", "main.csv", "sweep.md", "sweep.csv", "ablation_tiny.md", "ablation_tiny.csv"]:
+    for name in ["main.md", "main.csv", "sweep.md", "sweep.csv", "ablation_tiny.md", "ablation_tiny.csv", "zero_shot.md", "zero_shot.csv"]:
         assert (out / "tables" / name).stat().st_size > 0, name
     for name in ["layerwise_tiny", "sweep_tiny", "ablation_tiny"]:
         for ext in ("png", "pdf"):
@@ -118,9 +155,10 @@ def test_tiny_workflow_produces_every_table_figure_and_notebook(tiny_run):
     allocation = json.loads((out / "allocation" / "tiny" / "allocation.json").read_text())
     assert {(p["sparsity_ratio"], p["Hyper_m"], p["Lamda"]) for p in allocation["points"]} == {
         (0.7, 5, 0.08), (0.5, 5, 0.08), (0.7, 3, 0.04), (0.7, 3, 0.08), (0.7, 5, 0.04)}
-    notebooks = [out / TINY_CALIB / "calibrate.ipynb", out / "allocation/tiny/allocate.ipynb",
-                 out / "tables/tables.ipynb", out / "figures/figures.ipynb", *sorted((out / "runs").glob("*/*/prune.ipynb"))]
-    assert len(notebooks) == 4 + 11
+    notebooks = [out / TINY_CALIB / "calibrate.ipynb", out / "allocation/tiny/allocate.ipynb", out / "tables/tables.ipynb",
+                 out / "tables/zero_shot.ipynb", out / "figures/figures.ipynb", *sorted((out / "runs").glob("*/*/prune.ipynb")),
+                 *sorted((out / "runs").glob("*/*/zeroshot.ipynb"))]
+    assert len(notebooks) == 5 + 11 + 2
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), path
@@ -158,12 +196,42 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
     assert result["statistics_path"].endswith(f"results/tiny/{TINY_CALIB}/statistics.pt")
 
 
+def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
+    workdir, _, _ = tiny_run
+    out = workdir / "results" / "tiny"
+    runs = out / "runs" / "tiny"
+    table = pd.read_csv(out / "tables" / "zero_shot.csv", index_col=["model", "method"])
+    assert list(table.index) == [("Tiny-LLaMA", m) for m in TINY_ZERO_SHOT]  # a row per method
+    assert list(table.columns) == ["boolq", "rte", "Mean"]  # a column per task, the mean last
+    markdown = (out / "tables" / "zero_shot.md").read_text()
+    for method, run in TINY_ZERO_SHOT.items():
+        zs = json.loads((runs / run / "zeroshot.json").read_text())
+        result = json.loads((runs / run / "result.json").read_text())
+        # the zeroshot job pruned the same model again, without perplexity
+        assert zs["ppl"] == {} and zs["settings"]["eval_dataset"] is None and zs["settings"]["eval_zero_shot"] is True
+        assert zs["layer_achieved_sparsities"] == result["layer_achieved_sparsities"] and zs["settings"]["nsamples"] == 4
+        assert zs["zero_shot_details"]["limit"] == 2 and zs["statistics_path"] == result["statistics_path"]
+        # and the prune job ran no zero-shot: its parameters are those of a run without a zero_shot section
+        assert "zero_shot" not in result and result["settings"]["eval_zero_shot"] is False
+        assert yaml.safe_load((runs / run / "prune.params.yaml").read_text())["eval_zero_shot"] is False
+        assert "tasks" not in yaml.safe_load((runs / run / "prune.params.yaml").read_text())
+        for task in ("boolq", "rte"):
+            if task in zs["zero_shot"]:
+                assert table.at[("Tiny-LLaMA", method), task] == pytest.approx(100 * zs["zero_shot"][task])
+            else:  # no mirror here: offline, the task is missing and shown as such
+                assert task in zs["zero_shot_details"]["missing"] and "n/a" in markdown
+    if zero_shot_mirror() is not None:
+        assert "- Mean: over boolq, rte (2 tasks)" in markdown
+        assert zs["zero_shot_details"]["n_examples"] == {"boolq": 2, "rte": 2}
+
+
 def test_the_workflow_passes_only_parameters_the_notebooks_declare(tiny_run):
     import ast
 
     workdir, _, _ = tiny_run
     for params_file in sorted((workdir / "results" / "tiny").rglob("*.params.yaml")):
         notebook = params_file.name.split(".")[0]
+        notebook = {"zero_shot": "tables"}.get(notebook, notebook)  # the zero-shot table runs tables.ipynb
         nb = nbformat.read(REPO / "notebooks" / f"{notebook}.ipynb", as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         declared = {n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)}
@@ -177,10 +245,10 @@ def test_after_a_run_the_flag_target_is_up_to_date_and_restyling_reruns_no_model
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     proc = snakemake(workdir, "ablation", "-n", configfile=CONFIGS / "tiny.yaml", env=env)
     assert job_counts(proc.stdout + proc.stderr) == {"ablation": 1, "total": 1}  # its own table and heatmap only
-    proc = snakemake(workdir, "-n", "--forcerun", "tables", "figures", configfile=CONFIGS / "tiny.yaml", env=env)
+    proc = snakemake(workdir, "-n", "--forcerun", "tables", "figures", "zero_shot", configfile=CONFIGS / "tiny.yaml", env=env)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert "prune" not in counts and "calibrate" not in counts
-    assert counts["tables"] == 1 and counts["figures"] == 1
+    assert not MODEL_RULES & set(counts)
+    assert counts["tables"] == 1 and counts["figures"] == 1 and counts["zero_shot"] == 1
 
 
 def test_what_a_config_change_reruns(tiny_run, tmp_path):
@@ -190,10 +258,65 @@ def test_what_a_config_change_reruns(tiny_run, tmp_path):
     (tmp_path / "more-m.yaml").write_text(yaml.safe_dump(cfg))
     counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-m.yaml", env=env).stdout)
     assert counts.get("calibrate") == 1 and counts.get("allocate") == 1 and "prune" not in counts
+    zs_cfg = _tiny_cfg()
+    zs_cfg["zero_shot"]["limit"] = 3  # zero-shot only: its jobs and table rerun, no prune job, no perplexity table
+    (tmp_path / "more-examples.yaml").write_text(yaml.safe_dump(zs_cfg))
+    counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-examples.yaml", env=env).stdout)
+    assert counts == {"zeroshot": 2, "zero_shot": 1, "reproduce_all": 1, "total": 4}
     cfg["calibration"]["nsamples"] = 5  # new statistics: every run reruns (OWL ones through the new stats file)
     (tmp_path / "more-samples.yaml").write_text(yaml.safe_dump(cfg))
     counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-samples.yaml", env=env).stdout)
-    assert counts.get("calibrate") == 1 and counts.get("prune") == 11
+    assert counts.get("calibrate") == 1 and counts.get("prune") == 11 and counts.get("zeroshot") == 2
+
+
+def _copy_project(dest: Path) -> None:
+    """What a clone of the repository holds of the workflow (no .snakemake/, no venv, no model)."""
+    for name in ("Snakefile", "rules", "config", "notebooks", "owl", "envs"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, dest / name)
+
+
+def test_a_fresh_clone_rebuilds_tables_and_figures_from_the_committed_results_alone(tiny_run, tmp_path):
+    """Results committed, then cloned: no .snakemake/ metadata, no statistics.pt (not committed),
+    no model or data, and every file with a checkout's mtime (written in any order). `snakemake
+    tables figures zero_shot` must rebuild those from the result files without any model job."""
+    workdir, _, _ = tiny_run
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    _copy_project(clone)
+    shutil.copytree(workdir / "results", clone / "results")
+    for stats in (clone / "results").rglob("statistics.pt"):
+        stats.unlink()
+    files = [p for p in clone.rglob("*") if p.is_file()]
+    random.Random(0).shuffle(files)
+    now = time.time()
+    for i, path in enumerate(files):  # a checkout writes files in no particular order, a little apart
+        os.utime(path, (now + 0.01 * i, now + 0.01 * i))
+    env = {"OWL_DATA_DIR": str(tmp_path / "no-data"), "OWL_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    configfile = clone / "config" / "tiny.yaml"
+    targets = ("tables", "figures", "zero_shot")
+
+    def dry_run() -> dict:
+        proc = snakemake(clone, "-n", *targets, configfile=configfile, env=env, snakefile=clone / "Snakefile")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return job_counts(proc.stdout) if "Job stats:" in proc.stdout else {}
+
+    assert not MODEL_RULES & set(dry_run())  # the committed tables may or may not look older than their inputs
+    out = clone / "results" / "tiny"
+    before = {p.name: p.read_text() for p in sorted((out / "tables").glob("*.md"))}
+    shutil.rmtree(out / "tables")
+    shutil.rmtree(out / "figures")
+    assert dry_run() == {"tables": 1, "figures": 1, "zero_shot": 1, "total": 3}
+    proc = snakemake(clone, *targets, "--cores", "2", configfile=configfile, env=env, snakefile=clone / "Snakefile")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not MODEL_RULES & set(job_counts(proc.stdout + proc.stderr))
+    assert {p.name: p.read_text() for p in sorted((out / "tables").glob("*.md"))} == before
+    assert len(list((out / "figures").glob("*.pdf"))) == 3
+    assert dry_run() == {}  # and then nothing is left to do
+    assert not (clone / "tiny-model").exists() and not (tmp_path / "cache").exists()  # no model, no cache
 
 
 # ---- dry runs of the shipped configs ---------------------------------------------------------
@@ -202,14 +325,21 @@ def test_dry_run_lists_one_prune_job_per_grid_point_and_one_statistics_job_per_m
     configfile = CONFIGS / f"{name}.yaml"
     cfg = yaml.safe_load(configfile.read_text())
     if name == "default":  # no --configfile: config/default.yaml, and reproduce_all is the default target
-        proc = snakemake(tmp_path, "-n")
+        proc = snakemake(tmp_path, "-n", "-p")
     else:
-        proc = snakemake(tmp_path, "-n", "reproduce_all", configfile=configfile)
+        proc = snakemake(tmp_path, "-n", "-p", "reproduce_all", configfile=configfile)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["prune"] == len(grid_points(cfg))
     assert counts["calibrate"] == len(cfg["models"])
     assert counts["tables"] == 1 and counts["figures"] == 1 and counts["reproduce_all"] == 1
+    # zero-shot: a job per point of its section and the table; prune jobs never run it, and the
+    # perplexity tables and figures do not wait for it
+    assert counts["zeroshot"] == len(zero_shot_points(cfg)) > 0 and counts["zero_shot"] == 1
+    blocks = job_blocks(proc.stdout)
+    assert all("eval_zero_shot: false" in b and "tasks:" not in b for b in blocks["prune"])
+    assert all("zeroshot.json" not in b for rule in ("tables", "figures", "prune") for b in blocks[rule])
+    assert all("zeroshot.json" in b for b in blocks["zero_shot"])
     assert f"results/{name}/reproduce-all" in proc.stdout
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
     if name == "paper":
@@ -291,9 +421,10 @@ def test_requirements_and_conda_environment_pin_the_same_packages():
 def test_every_rule_has_a_log_and_heavy_rules_declare_resources():
     text = "".join(p.read_text() for p in [SNAKEFILE, *sorted((REPO / "rules").glob("*.smk"))])
     rules = re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", text, flags=re.S | re.M)
-    assert {name for name, _ in rules} >= {"calibrate", "allocate", "prune", "tables", "figures", "ablation", "reproduce_all"}
+    assert {name for name, _ in rules} >= {"calibrate", "allocate", "prune", "zeroshot", "tables", "figures", "ablation",
+                                           "zero_shot", "reproduce_all"}
     for name, body in rules:
         assert "log:" in body, name
-        if name in ("calibrate", "prune"):
+        if name in ("calibrate", "prune", "zeroshot"):
             for key in ("gpu=", "mem_mb=", "runtime="):
                 assert key in body, (name, key)
