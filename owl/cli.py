@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--sparsegpt_blocksize", type=int, default=defaults.sparsegpt_blocksize)
     prune.add_argument("--sparsegpt_percdamp", type=float, default=defaults.sparsegpt_percdamp)
     prune.add_argument("--eval_limit", type=int, default=None, help="evaluate only the first K windows (quick checks)")
+    prune.add_argument("--eval_dtype", default=None, help=f"precision of the evaluation ({', '.join(DTYPES)}); default: --dtype")
     prune.add_argument("--eval_batch_size", type=int, default=defaults.eval_batch_size)
     prune.add_argument("--no_eval", action="store_true", help="skip the WikiText-2 evaluation")
     prune.add_argument("--save", default=None, help="directory for result.json")
@@ -69,7 +70,7 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         model=args.model, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
         sparsity_type=args.sparsity_type, Hyper_m=args.Hyper_m, Lamda=args.Lamda, nsamples=args.nsamples,
         seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
-        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_limit=args.eval_limit,
+        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, eval_limit=args.eval_limit,
         eval_dataset=None if args.no_eval else "wikitext2", calib_dataset=args.calib_dataset,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
         owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,

@@ -23,6 +23,7 @@ from owl.models import (
     find_linear_sublayers,
     layer_zero_fractions,
     load_model,
+    torch_dtype,
 )
 from owl.pruning import compute_statistics, prune_model
 from owl.results import RESULT_FILE, software_versions, write_json_atomic
@@ -172,6 +173,14 @@ def run_prune(settings: PruneSettings) -> dict:
         timings["pruning"] = time.perf_counter() - tick
     achieved, achieved_per_block = layer_zero_fractions(ctx.model)
     log.info("achieved sparsity %.4f", achieved)
+    if settings.save_model:  # in the working dtype, before any conversion for evaluation
+        ctx.model.save_pretrained(settings.save_model)
+        ctx.tokenizer.save_pretrained(settings.save_model)
+    eval_dtype = settings.eval_dtype or settings.dtype
+    if eval_dtype != settings.dtype:
+        # Pruning is sensitive to the working precision, evaluation much less (docs/benchmarks.md):
+        # prune in float32, evaluate in bfloat16 is 2.4-2.8x faster at <1% perplexity difference.
+        ctx.model.to(torch_dtype(eval_dtype))
 
     ppl, eval_windows = {}, 0
     if eval_ids is not None:
@@ -193,6 +202,7 @@ def run_prune(settings: PruneSettings) -> dict:
         "seqlen": settings.seqlen,
         "seed": settings.seed,
         "dtype": settings.dtype,
+        "eval_dtype": eval_dtype,
         "device": str(ctx.device),
         "achieved_sparsity": achieved,
         "layer_sparsities": [t.sparsity for t in targets],
@@ -224,10 +234,6 @@ def run_prune(settings: PruneSettings) -> dict:
         result["zero_shot_details"] = {k: v for k, v in details.items() if k not in ("accuracy", "mean")}
     timings["total"] = time.perf_counter() - started
 
-    if settings.save_model:
-        ctx.model.to("cpu")
-        ctx.model.save_pretrained(settings.save_model)
-        ctx.tokenizer.save_pretrained(settings.save_model)
     if settings.save:
         write_json_atomic(Path(settings.save) / RESULT_FILE, result)
     return result

@@ -83,6 +83,7 @@ class PruneSettings:
     save_model: str | None = None
     device: str | None = None
     dtype: str = "float32"
+    eval_dtype: str | None = None  # None: evaluate in ``dtype``
     eval_limit: int | None = None
     eval_dataset: str | None = "wikitext2"
     calib_dataset: str = "c4"
@@ -170,6 +171,8 @@ class PruneSettings:
             raise OwlError(f"--sparsegpt_percdamp {self.sparsegpt_percdamp} is not allowed; it must lie in [0, 10)")
         if self.dtype not in DTYPES:
             raise OwlError(f"--dtype {self.dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+        if self.eval_dtype is not None and self.eval_dtype not in DTYPES:
+            raise OwlError(f"--eval_dtype {self.eval_dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
         if self.calib_dataset not in CALIBRATION_DATASETS:
             raise OwlError(f"--calib_dataset {self.calib_dataset!r} is not allowed; choose one of {', '.join(CALIBRATION_DATASETS)}")
         if self.eval_dataset not in (None, "wikitext2"):

@@ -105,6 +105,7 @@ BAD_INPUTS = [
     (["--nsamples", "0"], "--nsamples 0"),
     (["--seqlen", "100000"], "--seqlen 100000"),
     (["--dtype", "float8"], "--dtype 'float8'"),
+    (["--eval_dtype", "int8"], "--eval_dtype 'int8'"),
     (["--device", "tpu"], "--device 'tpu'"),
 ]
 
@@ -159,3 +160,14 @@ def test_rerun_reproduces_a_result_and_flags_a_mismatch(tiny_model_dirs, owl_env
     assert main(["rerun", str(path), "-q"]) == 1
     assert "DIFFERENT" in capsys.readouterr().out
     assert main(["rerun", str(owl_env / "missing.json")]) == 2
+
+
+def test_eval_dtype_converts_only_the_evaluation(tiny_model_dirs, owl_env):
+    args = ("--prune_method", "wanda", "--sparsity_ratio", "0.5")
+    fp32 = run(tiny_model_dirs["llama"], owl_env / "f", *args)
+    mixed = run(tiny_model_dirs["llama"], owl_env / "m", *args, "--eval_dtype", "bfloat16", "--save_model", str(owl_env / "saved"))
+    assert mixed["eval_dtype"] == "bfloat16" and fp32["eval_dtype"] == "float32"
+    assert mixed["layer_achieved_sparsities"] == fp32["layer_achieved_sparsities"]  # same pruning
+    assert mixed["ppl"]["wikitext2"] != fp32["ppl"]["wikitext2"]
+    assert abs(mixed["ppl"]["wikitext2"] / fp32["ppl"]["wikitext2"] - 1) < 0.05
+    assert '"float32"' in (owl_env / "saved" / "config.json").read_text()  # saved before the conversion
