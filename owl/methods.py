@@ -50,8 +50,7 @@ def prune_layer(method: str, layer: nn.Linear, statistic, target: LayerTarget, o
         )
         return
     if method == "magnitude":
-        scores = weight.abs()
-        mask = nm_mask(scores, target.n, target.m) if target.structured else magnitude_mask(weight, target.sparsity)
+        mask = nm_mask(weight.abs(), target.n, target.m) if target.structured else magnitude_mask(weight, target.sparsity)
     elif method == "wanda":
         scores = wanda_scores(weight, statistic.to(weight.device))
         if target.structured:

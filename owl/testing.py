@@ -96,7 +96,7 @@ def tiny_model(family: str = "llama", seed: int = 0, num_layers: int = 4, vocab_
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for block_index, module in enumerate(m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+        for module in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
             if module.weight.shape[0] == vocab_size:
                 continue
             scale = 1.0 + 4.0 * torch.rand(module.weight.shape[1], generator=generator) ** 8
