@@ -810,7 +810,8 @@ def plot_layerwise(outlier_ratios: Sequence[float] | None, sparsities: Sequence[
     ax.set_xlabel("decoder block")
     ax.set_ylabel("sparsity")
     _integer_ticks(ax, n)
-    ax.legend(handles=handles, fontsize="small", loc="lower left")
+    # Below the axes: inside, it hid the allocation of the first blocks whatever corner it took.
+    ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(handles), frameon=False)
     if title:
         ax.set_title(title, fontsize="medium")
     return fig
