@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from owl.data import data_dir_from_env
-from owl.models import load_model, torch_dtype
+from owl.models import load_model
 from owl.zeroshot import evaluate_zero_shot
 
 
@@ -71,7 +71,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
-    model.to(torch_dtype(args.dtype)).eval()
     data_dir = data_dir_from_env()
     runs = []
     for round_ in range(args.repeats):
