@@ -1,5 +1,8 @@
 """Zero-shot throughput of the kit's lm-eval path (``owl.zeroshot.evaluate_zero_shot``) per batch size.
 
+``--logits scored full`` also compares the kit's scored-positions-only logits with lm-eval's plain
+HFLM (full logits at every position); the accuracies must agree.
+
 For each batch size, evaluates the dense model on the same tasks and limit and records the wall
 time, the time spent inside the model's forward (the rest is lm-eval's bookkeeping: tokenising,
 padding, log-softmax, gathering), requests and tokens per second, and the accuracies (which should
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -60,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--tasks", nargs="+", default=["boolq", "arc_easy", "winogrande"])
     p.add_argument("--limit", type=int, default=200, help="examples per task")
     p.add_argument("--batch_sizes", nargs="+", default=["8", "32"])
+    p.add_argument("--logits", nargs="+", choices=["scored", "full"], default=["scored"],
+                   help="scored: logits only where lm-eval scores (the kit's default); full: plain HFLM")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None)
@@ -74,16 +80,17 @@ def main(argv=None):
     data_dir = data_dir_from_env()
     runs = []
     for round_ in range(args.repeats):
-        for bs in args.batch_sizes:
+        for bs, logits in itertools.product(args.batch_sizes, args.logits):
             batch_size = int(bs) if bs.isdigit() else bs
             load = os.getloadavg()[0]
             with ForwardTimer(model) as timer:
                 tick = time.perf_counter()
                 details = evaluate_zero_shot(model, tokenizer, tasks=args.tasks, limit=args.limit,
-                                             batch_size=batch_size, data_dir=data_dir)
+                                             batch_size=batch_size, data_dir=data_dir,
+                                             scored_logits_only=logits == "scored")
                 wall = time.perf_counter() - tick
             run = {
-                "batch_size": bs, "round": round_, "wall_s": wall, "forward_s": timer.seconds,
+                "batch_size": bs, "logits": logits, "round": round_, "wall_s": wall, "forward_s": timer.seconds,
                 "forward_share": timer.seconds / wall, "forward_calls": timer.calls,
                 "padded_tokens": timer.tokens, "padded_tokens_per_s": timer.tokens / wall,
                 "accuracy": details["accuracy"], "n_examples": details["n_examples"],
@@ -92,9 +99,9 @@ def main(argv=None):
             runs.append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "accuracy"}), flush=True)
     summary = {}
-    for bs in args.batch_sizes:
-        mine = [r for r in runs if r["batch_size"] == bs]
-        summary[bs] = {
+    for bs, logits in itertools.product(args.batch_sizes, args.logits):
+        mine = [r for r in runs if r["batch_size"] == bs and r["logits"] == logits]
+        summary[f"{bs}/{logits}"] = {
             "median_wall_s": statistics.median(r["wall_s"] for r in mine),
             "median_forward_share": statistics.median(r["forward_share"] for r in mine),
             "accuracy": mine[0]["accuracy"],

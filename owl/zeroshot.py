@@ -335,6 +335,94 @@ def _first_param(model):
     raise OwlError("the model has no parameters; cannot evaluate it zero-shot")
 
 
+def scored_start_bounds(requests: Sequence[tuple[Any, Sequence[int], Sequence[int]]], max_length: int) -> list[int]:
+    """For every input length L, a lower bound on the first scored position of any row of length >= L.
+
+    ``requests`` are lm-eval's ``(strings, context_tokens, continuation_tokens)``. lm-eval feeds a
+    causal model ``(context + continuation)[-(max_length + 1):][:-1]`` and scores the last
+    ``len(continuation)`` positions, so a request of input length ``n`` needs logits from position
+    ``n - len(continuation)`` on. ``bounds[L]`` is the smallest such start over requests with input
+    length >= L (the suffix minimum), so it stays a valid bound when L underestimates a row's length.
+    """
+    if not requests:
+        return []
+    longest = 0
+    start_at: dict[int, int] = {}
+    for _, context, continuation in requests:
+        length = min(len(context) + len(continuation), max_length + 1) - 1
+        start = length - len(continuation)
+        start_at[length] = min(start, start_at.get(length, start))
+        longest = max(longest, length)
+    bounds = [longest] * (longest + 1)
+    suffix_min = longest
+    for length in range(longest, -1, -1):
+        suffix_min = min(suffix_min, start_at.get(length, suffix_min))
+        bounds[length] = suffix_min
+    return bounds
+
+
+def logits_to_keep(input_ids, bounds: Sequence[int], pad_id: int = 0) -> int:
+    """How many trailing positions of a right-padded batch lm-eval will score (at least 1).
+
+    A row's length is taken up to its last token that is not ``pad_id`` (lm-eval right-pads causal
+    batches with id 0); a real trailing ``pad_id`` token only shortens that estimate, which lowers
+    the bound and keeps more logits, never too few.
+    """
+    import torch
+
+    width = int(input_ids.shape[-1])
+    positions = torch.arange(1, width + 1, device=input_ids.device)
+    lengths = ((input_ids != pad_id) * positions).amax(dim=-1).tolist()
+    last = len(bounds) - 1
+    first_scored = min(bounds[min(int(n), last)] for n in lengths)
+    return max(1, min(width, width - first_scored))
+
+
+def _scored_logits_lm_class(base):
+    """An lm-eval HFLM that computes the LM head and log-softmax only where lm-eval scores.
+
+    lm-eval takes the log-softmax over the whole vocabulary at every position of every padded row,
+    yet scores only the continuation tokens (one token for BoolQ's long passages). Returning the
+    last ``k`` positions is allowed by lm-eval: it locates each continuation from the end of the
+    returned logits (``inplen + (logits.shape[0] - padding_len_inp)``). The scores are unchanged
+    (tests/test_zeroshot.py compares them with plain HFLM); see docs/benchmarks.md for the time.
+    """
+
+    class ScoredLogitsLM(base):
+        _start_bounds: list[int] | None = None
+
+        def _loglikelihood_tokens(self, requests, *args, **kwargs):
+            self._start_bounds = scored_start_bounds(requests, self.max_length) if self.backend == "causal" else None
+            try:
+                return super()._loglikelihood_tokens(requests, *args, **kwargs)
+            finally:
+                self._start_bounds = None
+
+        def _model_call(self, inps, attn_mask=None, labels=None):
+            if not self._start_bounds or attn_mask is not None or labels is not None:
+                return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+            import torch
+
+            keep = logits_to_keep(inps, self._start_bounds)
+            with torch.no_grad(), torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ):
+                return self.model(inps, logits_to_keep=keep).logits
+
+    return ScoredLogitsLM
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic forward
+        return False
+
+
 def evaluate_zero_shot(
     model,
     tokenizer,
@@ -345,6 +433,7 @@ def evaluate_zero_shot(
     data_dir: str | os.PathLike | None = None,
     *,
     add_bos_token: bool | None = PAPER_ADD_BOS_TOKEN,
+    scored_logits_only: bool = True,
 ) -> dict[str, Any]:
     """0-shot accuracy of ``model`` (a transformers causal LM in memory) on lm-eval tasks.
 
@@ -360,6 +449,9 @@ def evaluate_zero_shot(
             instead of the Hub when it exists.
         add_bos_token: passed to lm-eval's HFLM. False (default) = no BOS, as in the papers;
             None = the tokenizer's own default (lm-eval 0.4's behaviour); True = always.
+        scored_logits_only: compute the LM head and log-softmax only at the positions lm-eval
+            scores (same scores, less time) where the model takes ``logits_to_keep``; False =
+            lm-eval's plain HFLM (for comparison).
 
     Returns:
         ``{"accuracy": {task: acc}, "mean": float | None, "tasks_in_mean": [...],
@@ -425,7 +517,8 @@ def evaluate_zero_shot(
     needs_hub = any(s.startswith("hub:") and not s.endswith("(offline cache)") for s in result["source"].values())
     try:
         with _hf_offline(not needs_hub), torch.no_grad():
-            lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, add_bos_token=add_bos_token)
+            lm_class = _scored_logits_lm_class(HFLM) if scored_logits_only and _accepts_logits_to_keep(model) else HFLM
+            lm = lm_class(pretrained=model, tokenizer=tok, batch_size=batch_size, add_bos_token=add_bos_token)
             out = simple_evaluate(
                 model=lm,
                 tasks=list(loaded.values()),

@@ -16,7 +16,15 @@ import pytest
 import torch
 
 from owl.errors import OwlError
-from owl.zeroshot import DEFAULT_TASKS, PAPER_METRIC, evaluate_zero_shot, load_tasks
+from owl.zeroshot import (
+    DEFAULT_TASKS,
+    PAPER_METRIC,
+    _scored_logits_lm_class,
+    evaluate_zero_shot,
+    load_tasks,
+    logits_to_keep,
+    scored_start_bounds,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 10
@@ -192,3 +200,68 @@ def test_unavailable_task_is_missing_not_dropped(model, tokenizer, data_dir, mon
     # without a data folder every task needs the Hub: all missing, nothing evaluated, no mean
     result = evaluate_zero_shot(model, tokenizer, tasks=["rte"], limit=3, data_dir=None)
     assert list(result["missing"]) == ["rte"] and result["accuracy"] == {} and result["mean"] is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_logits_to_keep_covers_every_scored_position(seed):
+    """Property: for any right-padded batch of requests, every row's scored positions are kept."""
+    g = torch.Generator().manual_seed(seed)
+    max_length = int(torch.randint(8, 40, (1,), generator=g))
+    requests = []
+    for _ in range(int(torch.randint(1, 30, (1,), generator=g))):
+        n_ctx, n_cont = (int(v) for v in torch.randint(1, 30, (2,), generator=g))
+        n_cont = min(n_cont, max_length)
+        # id 0 is lm-eval's padding; real tokens may be 0 too (the bound must survive that)
+        tokens = torch.randint(0, 3, (n_ctx + n_cont,), generator=g).tolist()
+        requests.append((("", ""), tokens[:n_ctx], tokens[n_ctx:]))
+    bounds = scored_start_bounds(requests, max_length)
+    order = torch.randperm(len(requests), generator=g).tolist()
+    for batch_start in range(0, len(order), 4):
+        batch = [requests[i] for i in order[batch_start : batch_start + 4]]
+        rows = [(ctx + cont)[-(max_length + 1) :][:-1] for _, ctx, cont in batch]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        keep = logits_to_keep(ids, bounds)
+        assert 1 <= keep <= width
+        for row, (_, _, cont) in zip(rows, batch):
+            # lm-eval slices [inplen + keep - width - contlen, inplen + keep - width) of the kept logits
+            assert len(row) + keep - width - len(cont) >= 0
+
+
+def test_scored_logits_lm_matches_plain_hflm(model, tokenizer, data_dir):
+    """Log-likelihoods and greedy flags of every request equal lm-eval's plain HFLM."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    loaded, missing, _ = load_tasks(CHECKED_TASKS, data_dir)
+    assert missing == {}
+    requests = []
+    for task in loaded.values():
+        for i in range(6):
+            doc = task.eval_docs[i]
+            choices = task.doc_to_choice(doc)
+            delim = task.config.target_delimiter
+            if task.multiple_input:
+                pairs = [(ctx, delim + task.doc_to_target(doc)) for ctx in choices]
+            else:
+                pairs = [(task.doc_to_text(doc), delim + c) for c in choices]
+            requests += [Instance("loglikelihood", doc, pair, idx) for idx, pair in enumerate(pairs)]
+    plain = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, add_bos_token=False)
+    scored = _scored_logits_lm_class(HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=4, add_bos_token=False)
+    kept = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        kept.append((kwargs.get("logits_to_keep", 0), args[0].shape[-1]))
+        return forward(*args, **kwargs)
+
+    expected = plain.loglikelihood(requests, disable_tqdm=True)
+    model.forward = spy
+    try:
+        got = scored.loglikelihood(requests, disable_tqdm=True)
+    finally:
+        del model.forward
+    assert [flag for _, flag in got] == [flag for _, flag in expected]
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-5)
+    assert kept and all(0 < keep <= width for keep, width in kept)
+    assert sum(keep for keep, _ in kept) < 0.5 * sum(width for _, width in kept)  # most logits skipped
