@@ -649,7 +649,9 @@ def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections:
             table = sweep_table(runs, spec)
             for model in _model_entries(spec, spec["sweep"]["models"]):
                 stem = f"sweep_{safe_name(model['key'])}"
-                fig = plot_sweep(table.xs(_label(model), level="model"), title=f"{_label(model)}: WikiText-2 perplexity versus sparsity")
+                dense = find_run(runs, model["key"], "dense")
+                fig = plot_sweep(table.xs(_label(model), level="model"), dense=None if dense is None else dense["ppl"],
+                                 title=f"{_label(model)}: WikiText-2 perplexity versus sparsity")
                 written[stem] = save_figure(fig, out_dir, stem)
         elif section == "ablation" and spec.get("ablation"):
             ab = spec["ablation"]
@@ -817,17 +819,40 @@ def plot_layerwise(outlier_ratios: Sequence[float] | None, sparsities: Sequence[
     return fig
 
 
-def plot_sweep(block: pd.DataFrame, title: str | None = None):
-    """Perplexity versus sparsity (log y), a line per method; ``block``: index methods, columns sparsities."""
-    fig = _figure(5.5, 3.6)
-    ax = fig.add_subplot()
+def owl_change(block: pd.DataFrame) -> pd.DataFrame:
+    """Percent change of each OWL method's perplexity against its uniform baseline, per sparsity.
+
+    ``block``: index methods, columns sparsities. A row per OWL method whose baseline is in the
+    block (index = the OWL method); NaN where either run is missing.
+    """
+    rows = {m: 100.0 * (block.loc[m] / block.loc[m.removesuffix("_owl")] - 1.0)
+            for m in block.index if is_owl(m) and m.removesuffix("_owl") in block.index}
+    return pd.DataFrame(rows).T.reindex(columns=block.columns) if rows else pd.DataFrame(columns=block.columns)
+
+
+_SWEEP_STYLES = {"wanda": ("C0", "--", "o"), "wanda_owl": ("C0", "-", "s"), "sparsegpt": ("C2", "--", "o"),
+                 "sparsegpt_owl": ("C2", "-", "s"), "magnitude": ("C7", "--", "o"), "magnitude_owl": ("C7", "-", "s"),
+                 "dense": ("k", ":", "")}
+
+
+def plot_sweep(block: pd.DataFrame, title: str | None = None, dense: float | None = None):
+    """Perplexity versus sparsity (log y, a line per method, ``dense`` as a dotted reference) and,
+    beside it, each OWL method's percent change against its uniform baseline (below 0: OWL helps).
+
+    ``block``: index methods, columns sparsities.
+    """
+    change = owl_change(block)
+    fig = _figure(9.0 if not change.empty else 5.5, 3.6)
+    ax = fig.add_subplot(1, 2 if not change.empty else 1, 1)
     x = [100 * float(s) for s in block.columns]
-    styles = {"wanda": ("C0", "--", "o"), "wanda_owl": ("C0", "-", "s"), "sparsegpt": ("C2", "--", "o"), "sparsegpt_owl": ("C2", "-", "s"),
-              "magnitude": ("C7", "--", "o"), "magnitude_owl": ("C7", "-", "s"), "dense": ("k", ":", "")}
     for method, values in block.iterrows():
-        color, ls, marker = styles.get(method, (None, "-", "o"))
+        color, ls, marker = _SWEEP_STYLES.get(method, (None, "-", "o"))
         ax.plot(x, values.to_numpy(dtype=float), ls=ls, marker=marker, color=color, label=method_label(method))
+    if dense is not None and math.isfinite(dense):
+        ax.axhline(dense, color="k", ls=":", lw=1, label=f"Dense ({_fmt(dense)})")
     finite = block.to_numpy(dtype=float)
+    if dense is not None:
+        finite = np.append(finite, dense)
     if np.isfinite(finite).any() and (finite[np.isfinite(finite)] > 0).all():
         from matplotlib.ticker import FuncFormatter
 
@@ -841,8 +866,19 @@ def plot_sweep(block: pd.DataFrame, title: str | None = None):
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("WikiText-2 perplexity")
     ax.legend(fontsize="small")
+    if not change.empty:
+        right = fig.add_subplot(1, 2, 2)
+        right.axhline(0.0, color="k", lw=0.8)
+        for method, values in change.iterrows():
+            color, _, marker = _SWEEP_STYLES.get(method, (None, "-", "s"))
+            right.plot(x, values.to_numpy(dtype=float), ls="-", marker=marker, color=color,
+                       label=f"{method_label(method)} vs {method_label(method.removesuffix('_owl'))}")
+        right.set_xticks(x, [f"{v:g}" for v in x])
+        right.set_xlabel("sparsity (%)")
+        right.set_ylabel("perplexity change with OWL (%)")
+        right.legend(fontsize="small")
     if title:
-        ax.set_title(title, fontsize="medium")
+        fig.suptitle(title, fontsize="medium")
     return fig
 
 

@@ -157,6 +157,22 @@ def test_sweep_table_and_its_format():
     assert formatted[formatted["Method"] == "OWL w. SparseGPT"].iloc[0]["70%"] == "**19.50** (-6.80)"
 
 
+def test_owl_change_against_the_uniform_baseline():
+    runs, values = sweep_runs()
+    spec = paper_spec(("a",), sweep={"models": ["a"], "methods": list(values), "sparsities": [0.5, 0.6, 0.7]})
+    block = report.sweep_table(runs, spec).xs("a", level="model")
+    block.loc["sparsegpt_owl", 0.5] = float("nan")  # a missing run stays missing
+    change = report.owl_change(block)
+    assert list(change.index) == ["wanda_owl", "sparsegpt_owl"]
+    assert change.loc["wanda_owl", 0.7] == pytest.approx(100 * (24.6 / 85.8 - 1))
+    assert change.loc["sparsegpt_owl", 0.6] == pytest.approx(100 * (9.8 / 10.4 - 1))
+    assert math.isnan(change.loc["sparsegpt_owl", 0.5])
+    assert report.owl_change(block.loc[["wanda", "sparsegpt"]]).empty  # no OWL row: nothing to compare
+    fig = report.plot_sweep(block, title="a", dense=5.68)
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+    assert "Dense (5.68)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
 def test_zero_shot_table_in_percent_with_mean_last_and_notes():
     zs_dense = {"boolq": 0.75, "rte": 0.60, "arc_easy": 0.70, "mean": 0.6833333}
     zs_owl = {"boolq": 0.65, "rte": 0.55, "mean": 0.60}
