@@ -63,6 +63,7 @@ __all__ = [
     "format_sweep_table",
     "format_zero_shot_table",
     "format_ablation_table",
+    "ablation_baseline",
     "to_markdown",
     "table_files",
     "figure_files",
@@ -410,6 +411,15 @@ def zero_shot_table(runs: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, list[
     return table, notes
 
 
+def ablation_baseline(runs: pd.DataFrame, spec: dict, model_key: str) -> tuple[str, float] | None:
+    """``(method, perplexity)`` of the ablation method's uniform baseline at the ablation's sparsity
+    (Wanda for OWL w. Wanda), or None if that run is missing: the reference every cell is judged by."""
+    ab = spec["ablation"]
+    baseline = OWL_BASELINE.get(ab["method"])
+    run = None if baseline is None else find_run(runs, model_key, baseline, ab["sparsity"])
+    return None if run is None or pd.isna(run["ppl"]) else (baseline, float(run["ppl"]))
+
+
 def ablation_table(runs: pd.DataFrame, spec: dict, model_key: str) -> pd.DataFrame:
     """Perplexity of the ablation method at its sparsity: a row per M, a column per lambda."""
     ab = spec["ablation"]
@@ -512,8 +522,9 @@ def format_zero_shot_table(table: pd.DataFrame, missing: dict | None = None) -> 
     return pd.concat(parts).reset_index(drop=True) if parts else pd.DataFrame()
 
 
-def format_ablation_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Ablation table: a row per M, a column per lambda; the lowest perplexity in bold."""
+def format_ablation_table(table: pd.DataFrame, baseline: float | None = None) -> pd.DataFrame:
+    """Ablation table: a row per M, a column per lambda; the lowest perplexity in bold and, given
+    the uniform ``baseline`` perplexity, each cell's percent change against it."""
     flat = table.to_numpy(dtype=float)
     finite = flat[~np.isnan(flat)]
     best = float(finite.min()) if finite.size else None
@@ -524,6 +535,8 @@ def format_ablation_table(table: pd.DataFrame) -> pd.DataFrame:
             text = _fmt(value)
             if best is not None and not pd.isna(value) and math.isclose(float(value), best, rel_tol=1e-12, abs_tol=0.0):
                 text = f"**{text}**"
+            if baseline is not None and not pd.isna(value):
+                text += f" ({100.0 * (float(value) / baseline - 1.0):+.1f}%)"
             texts.append(text)
         out[f"λ={_num(column)}"] = texts
     return out
@@ -617,8 +630,12 @@ def build_tables(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections: 
             for model in _model_entries(spec, ab["models"]):
                 stem = f"ablation_{safe_name(model['key'])}"
                 table = ablation_table(runs, spec, model["key"])
+                baseline = ablation_baseline(runs, spec, model["key"])
                 title = f"{_label(model)}: {method_label(ab['method'])} at {_pct(ab['sparsity'])}, perplexity over M x λ"
-                written[stem] = _write_table(out_dir, stem, table, format_ablation_table(table), title)
+                notes = [] if baseline is None else [
+                    f"In brackets: change against uniform {method_label(baseline[0])} at {_pct(ab['sparsity'])} ({_fmt(baseline[1])}); negative is better."]
+                written[stem] = _write_table(out_dir, stem, table, format_ablation_table(table, None if baseline is None else baseline[1]),
+                                             title, notes)
     return written
 
 
@@ -657,8 +674,12 @@ def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections:
             ab = spec["ablation"]
             for model in _model_entries(spec, ab["models"]):
                 stem = f"ablation_{safe_name(model['key'])}"
-                fig = plot_ablation(ablation_table(runs, spec, model["key"]),
-                                    title=f"{_label(model)}: {method_label(ab['method'])} at {_pct(ab['sparsity'])}")
+                baseline = ablation_baseline(runs, spec, model["key"])
+                title = f"{_label(model)}: {method_label(ab['method'])} at {_pct(ab['sparsity'])}"
+                if baseline is not None:
+                    title += f"\n(uniform {method_label(baseline[0])}: {_fmt(baseline[1])}, marked on the colour bar)"
+                fig = plot_ablation(ablation_table(runs, spec, model["key"]), title=title,
+                                    baseline=None if baseline is None else baseline[1])
                 written[stem] = save_figure(fig, out_dir, stem)
     return written
 
@@ -825,8 +846,8 @@ def owl_change(block: pd.DataFrame) -> pd.DataFrame:
     ``block``: index methods, columns sparsities. A row per OWL method whose baseline is in the
     block (index = the OWL method); NaN where either run is missing.
     """
-    rows = {m: 100.0 * (block.loc[m] / block.loc[m.removesuffix("_owl")] - 1.0)
-            for m in block.index if is_owl(m) and m.removesuffix("_owl") in block.index}
+    rows = {m: 100.0 * (block.loc[m] / block.loc[OWL_BASELINE[m]] - 1.0)
+            for m in block.index if OWL_BASELINE.get(m) in block.index}
     return pd.DataFrame(rows).T.reindex(columns=block.columns) if rows else pd.DataFrame(columns=block.columns)
 
 
@@ -882,8 +903,9 @@ def plot_sweep(block: pd.DataFrame, title: str | None = None, dense: float | Non
     return fig
 
 
-def plot_ablation(table: pd.DataFrame, title: str | None = None):
-    """Heatmap of perplexity over M (rows) x lambda (columns); colour on a log scale, values annotated."""
+def plot_ablation(table: pd.DataFrame, title: str | None = None, baseline: float | None = None):
+    """Heatmap of perplexity over M (rows) x lambda (columns); colour on a log scale, values annotated;
+    ``baseline`` (the uniform method's perplexity) is a line on the colour bar."""
     values = table.to_numpy(dtype=float)
     fig = _figure(1.2 + 1.0 * max(3, values.shape[1]), 1.2 + 0.6 * max(3, values.shape[0]))
     ax = fig.add_subplot()
@@ -902,7 +924,10 @@ def plot_ablation(table: pd.DataFrame, title: str | None = None):
                 light = image.norm(shown[i, j]) < 0.5 if np.isfinite(shown[i, j]) else False  # viridis_r: low = light
                 ax.text(j, i, _fmt(v), ha="center", va="center", fontsize="small",
                         fontweight="bold" if best is not None and v == best else "normal", color="k" if light else "w")
-    fig.colorbar(image, ax=ax, label="log10 perplexity")
+    bar = fig.colorbar(image, ax=ax, label="log10 perplexity")
+    low, high = image.norm.vmin, image.norm.vmax
+    if baseline is not None and baseline > 0 and low is not None and low <= math.log10(baseline) <= high:
+        bar.ax.axhline(math.log10(baseline), color="r", linewidth=2)  # outside the bar's range it would stretch it
     if title:
         ax.set_title(title, fontsize="medium")
     return fig

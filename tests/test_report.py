@@ -232,6 +232,21 @@ def test_ablation_table_bolds_the_lowest_perplexity():
     formatted = report.format_ablation_table(table)
     assert list(formatted.columns) == ["M", "λ=0.04", "λ=0.08"]
     assert formatted.iloc[1].tolist() == ["5", "26.00", "**24.55**"]
+    assert report.ablation_baseline(runs, spec, "a") is None  # no uniform Wanda run at 70%
+
+
+def test_ablation_cells_show_their_change_against_the_uniform_baseline(tmp_path):
+    grid = {(3, 0.04): 30.0, (3, 0.08): 20.0, (5, 0.04): 25.0, (5, 0.08): 24.55}
+    results = [make_result("a", "wanda_owl", 0.7, v, hyper_m=m, lamda=l) for (m, l), v in grid.items()]
+    results += [make_result("a", "wanda", 0.7, 25.0), make_result("a", "wanda", 0.6, 1.0)]  # only the 70% run counts
+    runs = report.load_runs(results)
+    spec = paper_spec(("a",), ablation={"models": ["a"], "method": "wanda_owl", "sparsity": 0.7, "Hyper_m": [3, 5], "Lamda": [0.04, 0.08]})
+    assert report.ablation_baseline(runs, spec, "a") == ("wanda", 25.0)
+    formatted = report.format_ablation_table(report.ablation_table(runs, spec, "a"), baseline=25.0)
+    assert formatted.iloc[0].tolist() == ["3", "30.00 (+20.0%)", "**20.00** (-20.0%)"]
+    assert formatted.iloc[1].tolist() == ["5", "25.00 (+0.0%)", "24.55 (-1.8%)"]
+    text = report.build_tables(runs, spec, tmp_path, ["ablation"])["ablation_a"]["markdown"]
+    assert "- In brackets: change against uniform Wanda at 70% (25.00); negative is better." in text
 
 
 # ---- files -----------------------------------------------------------------------------------
