@@ -940,6 +940,8 @@ def save_figure(fig, out_dir: str | Path, stem: str, formats: Sequence[str] = FI
     paths = []
     for ext in formats:
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150 if ext == "png" else None)
+        # No creation date in a PDF: a rebuild from the same results gives the same bytes, so a
+        # committed figure changes in git only when its numbers do.
+        fig.savefig(path, dpi=150 if ext == "png" else None, metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
     return paths

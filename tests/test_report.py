@@ -289,6 +289,10 @@ def test_build_figures_writes_png_and_pdf(tmp_path):
     for name in names:
         data = (tmp_path / name).read_bytes()
         assert data[:4] == (b"\x89PNG" if name.endswith(".png") else b"%PDF")
+    again = tmp_path / "again"
+    report.build_figures(runs, spec, again)
+    for name in names:  # a rebuild from the same results is byte for byte the same (no dates)
+        assert (again / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
 def test_infer_spec_from_a_folder_of_results():
