@@ -189,6 +189,8 @@ if config["ablation"]:
         for _m in _ab["Hyper_m"]:
             for _l in _ab["Lamda"]:
                 add_run(_model, _ab["method"], _ab["sparsity"], _m, _l)
+        if _ab["method"] in report.OWL_BASELINE:  # the uniform reference every cell is compared with
+            add_run(_model, report.OWL_BASELINE[_ab["method"]], _ab["sparsity"])
 if config["zero_shot"]:
     for _model in config["zero_shot"]["models"]:
         for _method in config["zero_shot"]["methods"]:
@@ -347,11 +349,14 @@ SPEC = report_spec()
 
 
 def ablation_runs():
-    """Run keys of the ablation grid."""
+    """Run keys of the ablation grid and of its uniform baseline (e.g. Wanda for OWL w. Wanda) at the
+    ablation's sparsity, which the ablation table and heatmap compare every cell with."""
     ab = config["ablation"]
+    baseline = report.OWL_BASELINE.get(ab["method"])
     return [key for key, r in RUNS.items()
-            if r["model"] in ab["models"] and r["method"] == ab["method"] and math.isclose(r["sparsity"], ab["sparsity"])
-            and any(math.isclose(r["Hyper_m"], x) for x in ab["Hyper_m"]) and any(math.isclose(r["Lamda"], x) for x in ab["Lamda"])]
+            if r["model"] in ab["models"] and math.isclose(r["sparsity"], ab["sparsity"])
+            and (r["method"] == baseline or (r["method"] == ab["method"]
+                 and any(math.isclose(r["Hyper_m"], x) for x in ab["Hyper_m"]) and any(math.isclose(r["Lamda"], x) for x in ab["Lamda"])))]
 
 
 def run_entries(keys, path=result_path):

@@ -92,6 +92,8 @@ def grid_points(cfg: dict) -> set[tuple]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
                     add(model, ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7), m, lam)
+            if ab.get("method", "wanda_owl") in report.OWL_BASELINE:  # the ablation's uniform reference
+                add(model, report.OWL_BASELINE[ab.get("method", "wanda_owl")], ab.get("sparsity", 0.7))
     points |= zero_shot_points(cfg)
     return points
 
@@ -188,6 +190,7 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
     ablation = pd.read_csv(out / "tables" / "ablation_tiny.csv", index_col="Hyper_m")
     assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04"), rel=1e-5)
     assert ablation.at[5.0, "0.08"] == pytest.approx(ppl("wanda_owl_s0.7_m5_l0.08"), rel=1e-5)
+    assert f"change against uniform Wanda at 70% ({ppl('wanda_s0.7'):.2f})" in (out / "tables" / "ablation_tiny.md").read_text()
     sweep = pd.read_csv(out / "tables" / "sweep.csv", index_col=["model", "method"])
     assert sweep.loc[("Tiny-LLaMA", "wanda_owl"), "0.5"] == pytest.approx(ppl("wanda_owl_s0.5_m5_l0.08"), rel=1e-5)
     # Result files carry the settings the config asked for.
@@ -245,6 +248,10 @@ def test_after_a_run_the_flag_target_is_up_to_date_and_restyling_reruns_no_model
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     proc = snakemake(workdir, "ablation", "-n", configfile=CONFIGS / "tiny.yaml", env=env)
     assert job_counts(proc.stdout + proc.stderr) == {"ablation": 1, "total": 1}  # its own table and heatmap only
+    proc = snakemake(workdir, "ablation", "--cores", "1", configfile=CONFIGS / "tiny.yaml", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uniform = json.loads((workdir / "results" / "tiny" / "runs" / "tiny" / "wanda_s0.7" / "result.json").read_text())["ppl"]["wikitext2"]
+    assert f"change against uniform Wanda at 70% ({uniform:.2f})" in (workdir / "results" / "tiny" / "ablation" / "ablation_tiny.md").read_text()
     proc = snakemake(workdir, "-n", "--forcerun", "tables", "figures", "zero_shot", configfile=CONFIGS / "tiny.yaml", env=env)
     counts = job_counts(proc.stdout + proc.stderr)
     assert not MODEL_RULES & set(counts)
