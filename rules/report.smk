@@ -49,8 +49,8 @@ rule figures:
 
 if config["ablation"]:
 
-    # Only the ablation grid, its tables and heatmaps (`snakemake ablation`); the full `tables`
-    # and `figures` hold them as well.
+    # Only the ablation grid (with its uniform baseline run), its tables and heatmaps
+    # (`snakemake ablation`); the full `tables` and `figures` hold them as well.
     rule ablation:
         input:
             [result_path(k) for k in ablation_runs()],
