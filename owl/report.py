@@ -64,6 +64,7 @@ __all__ = [
     "format_zero_shot_table",
     "format_ablation_table",
     "ablation_baseline",
+    "pct_change",
     "to_markdown",
     "table_files",
     "figure_files",
@@ -126,6 +127,11 @@ def _close(a, b) -> bool:
 def _near(column: pd.Series, value) -> np.ndarray:
     """Element-wise :func:`_close` of a column against one value, as a boolean array."""
     return np.array([_close(x, value) for x in column], dtype=bool)
+
+
+def pct_change(value, baseline):
+    """Percent change of ``value`` against ``baseline`` (numbers or aligned Series); negative is lower."""
+    return 100.0 * (value / baseline - 1.0)
 
 
 def _pct(x: float) -> str:
@@ -536,7 +542,7 @@ def format_ablation_table(table: pd.DataFrame, baseline: float | None = None) ->
             if best is not None and not pd.isna(value) and math.isclose(float(value), best, rel_tol=1e-12, abs_tol=0.0):
                 text = f"**{text}**"
             if baseline is not None and not pd.isna(value):
-                text += f" ({100.0 * (float(value) / baseline - 1.0):+.1f}%)"
+                text += f" ({pct_change(float(value), baseline):+.1f}%)"
             texts.append(text)
         out[f"λ={_num(column)}"] = texts
     return out
@@ -675,11 +681,9 @@ def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections:
             for model in _model_entries(spec, ab["models"]):
                 stem = f"ablation_{safe_name(model['key'])}"
                 baseline = ablation_baseline(runs, spec, model["key"])
-                title = f"{_label(model)}: {method_label(ab['method'])} at {_pct(ab['sparsity'])}"
-                if baseline is not None:
-                    title += f"\n(uniform {method_label(baseline[0])}: {_fmt(baseline[1])}, marked on the colour bar)"
-                fig = plot_ablation(ablation_table(runs, spec, model["key"]), title=title,
-                                    baseline=None if baseline is None else baseline[1])
+                fig = plot_ablation(ablation_table(runs, spec, model["key"]),
+                                    title=f"{_label(model)}: {method_label(ab['method'])} at {_pct(ab['sparsity'])}",
+                                    baseline=None if baseline is None else (f"uniform {method_label(baseline[0])}", baseline[1]))
                 written[stem] = save_figure(fig, out_dir, stem)
     return written
 
@@ -846,7 +850,7 @@ def owl_change(block: pd.DataFrame) -> pd.DataFrame:
     ``block``: index methods, columns sparsities. A row per OWL method whose baseline is in the
     block (index = the OWL method); NaN where either run is missing.
     """
-    rows = {m: 100.0 * (block.loc[m] / block.loc[OWL_BASELINE[m]] - 1.0)
+    rows = {m: pct_change(block.loc[m], block.loc[OWL_BASELINE[m]])
             for m in block.index if OWL_BASELINE.get(m) in block.index}
     return pd.DataFrame(rows).T.reindex(columns=block.columns) if rows else pd.DataFrame(columns=block.columns)
 
@@ -903,9 +907,10 @@ def plot_sweep(block: pd.DataFrame, title: str | None = None, dense: float | Non
     return fig
 
 
-def plot_ablation(table: pd.DataFrame, title: str | None = None, baseline: float | None = None):
-    """Heatmap of perplexity over M (rows) x lambda (columns); colour on a log scale, values annotated;
-    ``baseline`` (the uniform method's perplexity) is a line on the colour bar."""
+def plot_ablation(table: pd.DataFrame, title: str | None = None, baseline: tuple[str, float] | None = None):
+    """Heatmap of perplexity over M (rows) x lambda (columns); colour on a log scale, values annotated.
+    ``baseline``: ``(label, perplexity)`` of the uniform method, named under the title and drawn as a
+    line on the colour bar when it falls within the bar's range."""
     values = table.to_numpy(dtype=float)
     fig = _figure(1.2 + 1.0 * max(3, values.shape[1]), 1.2 + 0.6 * max(3, values.shape[0]))
     ax = fig.add_subplot()
@@ -925,9 +930,13 @@ def plot_ablation(table: pd.DataFrame, title: str | None = None, baseline: float
                 ax.text(j, i, _fmt(v), ha="center", va="center", fontsize="small",
                         fontweight="bold" if best is not None and v == best else "normal", color="k" if light else "w")
     bar = fig.colorbar(image, ax=ax, label="log10 perplexity")
-    low, high = image.norm.vmin, image.norm.vmax
-    if baseline is not None and baseline > 0 and low is not None and low <= math.log10(baseline) <= high:
-        bar.ax.axhline(math.log10(baseline), color="r", linewidth=2)  # outside the bar's range it would stretch it
+    if baseline is not None:
+        label, value = baseline
+        low, high = image.norm.vmin, image.norm.vmax
+        marked = value > 0 and low is not None and low <= math.log10(value) <= high
+        if marked:  # outside the bar's range a line would stretch the bar
+            bar.ax.axhline(math.log10(value), color="r", linewidth=2)
+        title = f"{title or ''}\n({label}: {_fmt(value)}{', marked on the colour bar' if marked else ''})".lstrip("\n")
     if title:
         ax.set_title(title, fontsize="medium")
     return fig

@@ -293,6 +293,7 @@ def test_build_figures_writes_png_and_pdf(tmp_path):
     report.build_figures(runs, spec, again)
     for name in names:  # a rebuild from the same results is byte for byte the same (no dates)
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes(), name
+        assert b"/CreationDate" not in (again / name).read_bytes(), name  # not only the same second
 
 
 def test_infer_spec_from_a_folder_of_results():

@@ -88,12 +88,13 @@ def grid_points(cfg: dict) -> set[tuple]:
                     add(model, method, s)
     if cfg.get("ablation"):
         ab = cfg["ablation"]
+        method, sparsity = ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7)
         for model in ab["models"]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
-                    add(model, ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7), m, lam)
-            if ab.get("method", "wanda_owl") in report.OWL_BASELINE:  # the ablation's uniform reference
-                add(model, report.OWL_BASELINE[ab.get("method", "wanda_owl")], ab.get("sparsity", 0.7))
+                    add(model, method, sparsity, m, lam)
+            if method in report.OWL_BASELINE:  # the ablation's uniform reference
+                add(model, report.OWL_BASELINE[method], sparsity)
     points |= zero_shot_points(cfg)
     return points
 
