@@ -21,7 +21,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib_dataset", default=defaults.calib_dataset, help=f"one of {', '.join(CALIBRATION_DATASETS)}")
     parser.add_argument("--calib_batch_size", type=int, default=defaults.calib_batch_size, help="windows per calibration forward")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--dtype", default=defaults.dtype, help=f"working precision: {', '.join(DTYPES)}")
+    parser.add_argument("--dtype", default=defaults.dtype, help=f"working precision of the weights: {', '.join(DTYPES)} (auto: bfloat16 where the device has native bf16 matmul, else float16 on CUDA, float32 on CPU)")
+    parser.add_argument("--forward_dtype", default=None, help=f"precision of the block forwards during calibration and pruning ({', '.join(DTYPES)}); statistics, masks and SparseGPT stay float32, pruned weights keep --dtype; default: --dtype")
     parser.add_argument("--cache_dir", default=None, help="models, tokens and statistics cache (default $OWL_CACHE_DIR or ~/.cache/owl)")
     parser.add_argument("--stats_path", default=None, help="where the dense statistics are stored / reused")
 
@@ -70,7 +71,7 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         model=args.model, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
         sparsity_type=args.sparsity_type, Hyper_m=args.Hyper_m, Lamda=args.Lamda, nsamples=args.nsamples,
         seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
-        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, eval_limit=args.eval_limit,
+        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
         eval_dataset=None if args.no_eval else "wikitext2", calib_dataset=args.calib_dataset,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
         owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             out = calibrate(
                 args.model, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_dataset=args.calib_dataset,
                 device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, stats_path=args.stats_path,
-                hyper_ms=args.Hyper_m, calib_batch_size=args.calib_batch_size,
+                hyper_ms=args.Hyper_m, calib_batch_size=args.calib_batch_size, forward_dtype=args.forward_dtype,
             )
             if args.out:
                 write_json_atomic(args.out, out)

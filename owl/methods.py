@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from owl.masks import magnitude_mask, nm_mask, row_mask, wanda_scores, wanda_variant_mask
-from owl.sparsegpt import sparsegpt_prune_
+from owl.sparsegpt import factor_hessian, sparsegpt_prune_
 from owl.statistics import HessianAccumulator, RowNormAccumulator
 
 
@@ -40,8 +40,18 @@ ACCUMULATORS = {"magnitude": None, "wanda": RowNormAccumulator, "sparsegpt": Hes
 
 
 @torch.no_grad()
+def prepare_statistic(method: str, value, options: MethodOptions):
+    """What ``prune_layer`` takes from an accumulated statistic; computed once per distinct input,
+    so layers reading the same input (q/k/v) share SparseGPT's factorisation of their Hessian."""
+    if method == "sparsegpt":
+        return factor_hessian(value, options.sparsegpt_percdamp)
+    return value
+
+
+@torch.no_grad()
 def prune_layer(method: str, layer: nn.Linear, statistic, target: LayerTarget, options: MethodOptions) -> None:
-    """Prune ``layer.weight`` in place. ``statistic`` is the accumulator's value (or None)."""
+    """Prune ``layer.weight`` in place. ``statistic``: the accumulator's value through
+    :func:`prepare_statistic` (or None for magnitude)."""
     weight = layer.weight.data
     if method == "sparsegpt":
         sparsegpt_prune_(

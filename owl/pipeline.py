@@ -25,6 +25,7 @@ from owl.models import (
     load_model,
     torch_dtype,
 )
+from owl.precision import precision_record, resolve_dtype
 from owl.pruning import compute_statistics, prune_model
 from owl.results import RESULT_FILE, software_versions, write_json_atomic
 from owl.settings import PruneSettings
@@ -45,9 +46,10 @@ class RunContext:
 
     def __init__(self, model_name: str, dtype: str, device: str | None, cache_dir: str | None):
         self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)  # "auto" decided once, for this device
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.source = TextSource(data_dir_from_env())
-        self.model, self.tokenizer = load_model(model_name, dtype, self.cache_dir)
+        self.model, self.tokenizer = load_model(model_name, self.dtype, self.cache_dir)
         self.tokens = TokenCache(self.cache_dir, self.tokenizer)
         self.blocks = find_decoder_blocks(self.model)
 
@@ -62,9 +64,18 @@ class RunContext:
     def linear_layers(self) -> list[dict]:
         return [find_linear_sublayers(block) for block in self.blocks]
 
+    def forward_dtype(self, name: str | None) -> str:
+        """Precision of the block forwards: ``name`` resolved for the device, default the weights'."""
+        return resolve_dtype(name, self.device) or self.dtype
 
-def statistics_meta(model: str, calib_dataset: str, nsamples: int, seqlen: int, seed: int, dtype: str) -> dict:
-    return {"model": model, "calib_dataset": calib_dataset, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "dtype": dtype}
+
+def statistics_meta(model: str, calib_dataset: str, nsamples: int, seqlen: int, seed: int, dtype: str,
+                    forward_dtype: str | None = None) -> dict:
+    """What the statistics depend on (a stored file is reused only on equal meta)."""
+    meta = {"model": model, "calib_dataset": calib_dataset, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "dtype": dtype}
+    if forward_dtype and forward_dtype != dtype:  # only then: files stored before mixed precision stay valid
+        meta["forward_dtype"] = forward_dtype
+    return meta
 
 
 def default_statistics_path(cache_dir: Path, meta: dict) -> Path:
@@ -81,7 +92,9 @@ def obtain_statistics(ctx: RunContext, meta: dict, stats_path: str | Path | None
         return CalibrationStatistics.load(path, expect=meta), path, 0.0
     start = time.perf_counter()
     windows, source = ctx.calibration(meta["calib_dataset"], meta["nsamples"], meta["seqlen"], meta["seed"])
-    stats = compute_statistics(ctx.model, windows, ctx.device, batch_size, meta={**meta, "calib_source": source})
+    forward_dtype = torch_dtype(meta.get("forward_dtype", meta["dtype"]))
+    stats = compute_statistics(ctx.model, windows, ctx.device, batch_size, meta={**meta, "calib_source": source},
+                               forward_dtype=forward_dtype)
     stats.save(path)
     log.info("statistics saved to %s", path)
     return stats, path, time.perf_counter() - start
@@ -100,13 +113,15 @@ def calibrate(
     stats_path: str | None = None,
     hyper_ms=(3, 5, 7, 10),
     calib_batch_size: int = 8,
+    forward_dtype: str | None = None,
 ) -> dict:
     """The dense statistics pass (or its stored result) and the outlier distribution for each ``M``."""
     PruneSettings(model=model, nsamples=nsamples, seqlen=seqlen, seed=seed, calib_dataset=calib_dataset, device=device,
-                  dtype=dtype, calib_batch_size=calib_batch_size, prune_method="dense", sparsity_ratio=0.0).validate()
+                  dtype=dtype, forward_dtype=forward_dtype, calib_batch_size=calib_batch_size, prune_method="dense",
+                  sparsity_ratio=0.0).validate()
     ctx = RunContext(model, dtype, device, cache_dir)
     ctx.check_seqlen(seqlen)
-    meta = statistics_meta(model, calib_dataset, nsamples, seqlen, seed, dtype)
+    meta = statistics_meta(model, calib_dataset, nsamples, seqlen, seed, ctx.dtype, ctx.forward_dtype(forward_dtype))
     stats, path, seconds = obtain_statistics(ctx, meta, stats_path, calib_batch_size)
     layers = ctx.linear_layers()
     return {
@@ -117,6 +132,7 @@ def calibrate(
         "block_params": block_parameter_counts(ctx.model),
         "outlier_ratios": {str(m): stats.outlier_ratios(layers, float(m)) for m in hyper_ms},
         "statistics_seconds": seconds,
+        "precision": precision_record(ctx.device),
     }
 
 
@@ -145,6 +161,7 @@ def run_prune(settings: PruneSettings) -> dict:
     ctx = RunContext(settings.model, settings.dtype, settings.device, settings.cache_dir)
     ctx.check_seqlen(settings.seqlen)
     block_params = block_parameter_counts(ctx.model)
+    forward_dtype = ctx.forward_dtype(settings.forward_dtype)
 
     # Load every piece of data first, so bad --seqlen / --nsamples fail before any pruning.
     eval_ids, eval_source = None, None
@@ -158,7 +175,8 @@ def run_prune(settings: PruneSettings) -> dict:
 
     outlier_ratios, stats_path = None, None
     if settings.uses_owl and not settings.is_dense:
-        meta = statistics_meta(settings.model, settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed, settings.dtype)
+        meta = statistics_meta(settings.model, settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed,
+                               ctx.dtype, forward_dtype)
         stats, stats_path, timings["calibration"] = obtain_statistics(ctx, meta, settings.stats_path, settings.calib_batch_size)
         outlier_ratios = stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m)
         calib_source = calib_source or stats.meta.get("calib_source")
@@ -169,15 +187,16 @@ def run_prune(settings: PruneSettings) -> dict:
         targets = block_targets(settings, outlier_ratios, block_params)  # raises before pruning if OWL is out of range
         options = MethodOptions(settings.use_variant, settings.sparsegpt_blocksize, settings.sparsegpt_percdamp)
         tick = time.perf_counter()
-        prune_model(ctx.model, settings.base_method, targets, options, ctx.device, windows, settings.calib_batch_size)
+        prune_model(ctx.model, settings.base_method, targets, options, ctx.device, windows, settings.calib_batch_size,
+                    forward_dtype=torch_dtype(forward_dtype))
         timings["pruning"] = time.perf_counter() - tick
     achieved, achieved_per_block = layer_zero_fractions(ctx.model)
     log.info("achieved sparsity %.4f", achieved)
     if settings.save_model:  # in the working dtype, before any conversion for evaluation
         ctx.model.save_pretrained(settings.save_model)
         ctx.tokenizer.save_pretrained(settings.save_model)
-    eval_dtype = settings.eval_dtype or settings.dtype
-    if eval_dtype != settings.dtype:
+    eval_dtype = resolve_dtype(settings.eval_dtype, ctx.device) or ctx.dtype
+    if eval_dtype != ctx.dtype:
         # Pruning is sensitive to the working precision, evaluation much less (docs/benchmarks.md):
         # prune in float32, evaluate in bfloat16 is 2.4-2.8x faster at <1% perplexity difference.
         ctx.model.to(torch_dtype(eval_dtype))
@@ -201,9 +220,11 @@ def run_prune(settings: PruneSettings) -> dict:
         "nsamples": settings.nsamples,
         "seqlen": settings.seqlen,
         "seed": settings.seed,
-        "dtype": settings.dtype,
+        "dtype": ctx.dtype,
+        "forward_dtype": forward_dtype,
         "eval_dtype": eval_dtype,
         "device": str(ctx.device),
+        "precision": precision_record(ctx.device),
         "achieved_sparsity": achieved,
         "layer_sparsities": [t.sparsity for t in targets],
         "layer_nm": [[t.n, t.m] for t in targets] if settings.structure.structured else None,

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions, prune_layer
+from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions, prepare_statistic, prune_layer
 from owl.models import find_decoder_blocks, find_linear_sublayers
-from owl.sequential import sequential_blocks
+from owl.sequential import SharedInputStatistics, sequential_blocks
 from owl.statistics import CalibrationStatistics, RowNormAccumulator
 
 
@@ -22,15 +22,22 @@ def _batches(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(windows.split(batch_size))
 
 
+def _statistics_of(step, accumulator_class, device) -> SharedInputStatistics:
+    layers = step.linear_layers
+    return SharedInputStatistics(layers, lambda name: accumulator_class(layers[name].in_features, device))
+
+
 def compute_statistics(
-    model: nn.Module, windows: torch.Tensor, device, batch_size: int, meta: dict | None = None
+    model: nn.Module, windows: torch.Tensor, device, batch_size: int, meta: dict | None = None,
+    forward_dtype: torch.dtype | None = None,
 ) -> CalibrationStatistics:
     """Wanda statistics of every linear sublayer, on the dense model, one forward per block and batch."""
     scaler_rows = []
-    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc="statistics (dense model)"):
-        accumulators = {name: RowNormAccumulator(layer.in_features, device) for name, layer in step.linear_layers.items()}
-        step.forward({name: acc.add for name, acc in accumulators.items()}, advance=True)
-        scaler_rows.append({name: acc.value.cpu() for name, acc in accumulators.items()})
+    batches = _batches(windows, batch_size)
+    for step in sequential_blocks(model, batches, device, desc="statistics (dense model)", forward_dtype=forward_dtype):
+        statistics = _statistics_of(step, RowNormAccumulator, device)
+        step.forward(statistics, advance=True)
+        scaler_rows.append({name: value.cpu() for name, value in statistics.values().items()})
     return CalibrationStatistics(scaler_rows, dict(meta or {}))
 
 
@@ -43,8 +50,14 @@ def prune_model(
     device,
     windows: torch.Tensor | None = None,
     batch_size: int = 8,
+    forward_dtype: torch.dtype | None = None,
 ) -> None:
-    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt)."""
+    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt).
+
+    With ``forward_dtype`` (mixed precision) the block forwards run in that precision while
+    statistics, scores, masks and SparseGPT's solver stay float32 and the pruned weights keep
+    the model's dtype.
+    """
     blocks = find_decoder_blocks(model)
     if len(targets) != len(blocks):
         raise ValueError(f"{len(targets)} block targets for {len(blocks)} blocks")
@@ -59,9 +72,13 @@ def prune_model(
         return
     if windows is None:
         raise ValueError(f"{method} needs calibration windows")
-    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc=f"pruning ({method})"):
-        accumulators = {name: accumulator_class(layer.in_features, device) for name, layer in step.linear_layers.items()}
-        step.forward({name: acc.add for name, acc in accumulators.items()})
+    batches = _batches(windows, batch_size)
+    for step in sequential_blocks(model, batches, device, desc=f"pruning ({method})", forward_dtype=forward_dtype):
+        statistics = _statistics_of(step, accumulator_class, device)
+        step.forward(statistics)  # stops each batch once every linear input is seen
+        prepared = statistics.values(lambda value: prepare_statistic(method, value, options))
+        del statistics
         for name, layer in step.linear_layers.items():
-            prune_layer(method, layer, accumulators.pop(name).value, targets[step.index], options)
+            prune_layer(method, layer, prepared.pop(name), targets[step.index], options)
+        step.sync_forward_weights()
         step.forward(advance=True)

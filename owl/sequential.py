@@ -10,6 +10,8 @@ model larger than the device's memory can still be processed.
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,13 +104,76 @@ def capture_block_inputs(model: nn.Module, token_batches: list[torch.Tensor], de
     return BlockInputs(hidden, args, kwargs)
 
 
+class SharedInputStatistics:
+    """One accumulator per distinct input tensor of a block's linear sublayers.
+
+    Layers that read the very same tensor (q/k/v read the normed hidden states, gate/up the
+    post-attention ones) share one accumulator: the statistic is bit-identical and computed once
+    (for SparseGPT that is 3 of a LLaMA block's 7 Hessians saved). Which layers share is found
+    from the tensors themselves (object identity within one forward), never from layer names.
+    """
+
+    def __init__(self, names, make_accumulator: Callable[[str], object]):
+        self.names = list(names)
+        self._make = make_accumulator
+        self.owner: dict[str, str] = {}  # layer -> the layer whose accumulator holds its input
+        self._accumulators: dict[str, object] = {}
+        self._seen: dict[int, tuple[weakref.ref, str]] = {}  # id(tensor) -> (its weakref, owner), this batch
+        self._layers_seen: set[str] = set()
+
+    def start_batch(self) -> None:
+        self._seen.clear()
+        self._layers_seen.clear()
+
+    @property
+    def batch_complete(self) -> bool:
+        """Whether every layer's input of the current batch has been observed."""
+        return len(self._layers_seen) == len(self.names)
+
+    def observe(self, name: str, tensor: torch.Tensor) -> None:
+        seen = self._seen.get(id(tensor))
+        owner = seen[1] if seen is not None and seen[0]() is tensor else name
+        if self.owner.setdefault(name, owner) != owner:
+            raise RuntimeError(f"layer {name} read a different shared input than in the first batch")
+        self._layers_seen.add(name)
+        if owner != name:
+            return
+        self._seen[id(tensor)] = (weakref.ref(tensor), name)
+        if name not in self._accumulators:
+            self._accumulators[name] = self._make(name)
+        self._accumulators[name].add(tensor.detach())
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """``{owner: [layers reading its input]}``."""
+        groups: dict[str, list[str]] = {}
+        for name in self.names:
+            groups.setdefault(self.owner[name], []).append(name)
+        return groups
+
+    def values(self, prepare: Callable = lambda value: value) -> dict[str, object]:
+        """``{layer: prepare(accumulated value)}``, computed once per distinct input."""
+        missing = [name for name in self.names if name not in self.owner]
+        if missing:
+            raise RuntimeError(f"no input observed for {missing}")
+        prepared = {owner: prepare(acc.value) for owner, acc in self._accumulators.items()}
+        return {name: prepared[self.owner[name]] for name in self.names}
+
+
 @contextmanager
-def observe_inputs(layers: dict[str, nn.Module], observers: dict[str, Callable[[torch.Tensor], None]]):
-    """Call ``observers[name](input)`` on every forward of ``layers[name]``; hooks always removed."""
-    handles = [
-        layers[name].register_forward_hook(lambda _m, inputs, _out, fn=fn: fn(inputs[0].detach()))
-        for name, fn in observers.items()
-    ]
+def _observed(layers: dict[str, nn.Module], statistics: SharedInputStatistics | None, stop_when_complete: bool):
+    """Feed every linear input to ``statistics`` (pre-hooks, always removed); optionally stop the
+    block's forward as soon as every input of the batch is seen (its outputs are not needed)."""
+    if statistics is None:
+        yield
+        return
+
+    def hook(_module, inputs, name):
+        statistics.observe(name, inputs[0])  # the tensor itself: identity tells shared inputs
+        if stop_when_complete and statistics.batch_complete:
+            raise _StopForward
+
+    handles = [layer.register_forward_pre_hook(lambda m, i, name=name: hook(m, i, name)) for name, layer in layers.items()]
     try:
         yield
     finally:
@@ -116,19 +181,63 @@ def observe_inputs(layers: dict[str, nn.Module], observers: dict[str, Callable[[
             handle.remove()
 
 
-class BlockStep:
-    """One block on the device, with the inputs of all calibration batches."""
+def _cast_floats(value, dtype: torch.dtype, memo: dict):
+    """``value`` (tensors, nested tuples/lists/dicts) with floating tensors cast to ``dtype``; a
+    tensor shared between batches (masks, rotary tables) stays shared through ``memo``."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or value.dtype == dtype:
+            return value
+        if id(value) not in memo:
+            memo[id(value)] = (value, value.to(dtype))  # keep the source alive: ids stay unique
+        return memo[id(value)][1]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast_floats(v, dtype, memo) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast_floats(v, dtype, memo) for k, v in value.items()}
+    return value
 
-    def __init__(self, index: int, block: nn.Module, inputs: BlockInputs):
+
+class BlockStep:
+    """One block on the device, with the inputs of all calibration batches.
+
+    ``block`` holds the weights that are pruned. Forwards run on ``block`` itself or, with a
+    forward dtype other than the block's (mixed precision), on a copy in that dtype whose
+    weights :meth:`sync_forward_weights` refreshes from ``block`` after pruning.
+    """
+
+    def __init__(self, index: int, block: nn.Module, inputs: BlockInputs, forward_dtype: torch.dtype | None = None):
         self.index, self.block, self._inputs = index, block, inputs
         self.linear_layers = find_linear_sublayers(block)
+        weight_dtype = next(block.parameters()).dtype
+        if forward_dtype is None or forward_dtype == weight_dtype:
+            self._forward_block = block
+        else:
+            self._forward_block = copy.deepcopy(block).to(forward_dtype)
+        self._forward_layers = find_linear_sublayers(self._forward_block)
+
+    def sync_forward_weights(self) -> None:
+        """Copy the (pruned) weights into the forward copy; nothing to do without one."""
+        if self._forward_block is not self.block:
+            for name, layer in self.linear_layers.items():
+                self._forward_layers[name].weight.data.copy_(layer.weight.data)
 
     @torch.no_grad()
-    def forward(self, observers: dict[str, Callable] | None = None, advance: bool = False) -> None:
-        """Run the block on every batch; with ``advance`` its outputs become the next block's inputs."""
-        with observe_inputs(self.linear_layers, observers or {}):
+    def forward(self, statistics: SharedInputStatistics | None = None, advance: bool = False) -> None:
+        """Run the block on every batch, feeding its linear inputs to ``statistics``.
+
+        With ``advance`` its outputs become the next block's inputs. Without it the outputs are
+        not needed, so each batch stops once every linear input has been observed (e.g. before
+        LLaMA's down_proj matmul): a quarter of the block's linear work saved.
+        """
+        args, kwargs = self._inputs.args[self.index], self._inputs.kwargs[self.index]
+        with _observed(self._forward_layers, statistics, stop_when_complete=not advance):
             for b, hidden in enumerate(self._inputs.hidden):
-                out = self.block(hidden, *self._inputs.args[self.index][b], **self._inputs.kwargs[self.index][b])
+                if statistics is not None:
+                    statistics.start_batch()
+                try:
+                    out = self._forward_block(hidden, *args[b], **kwargs[b])
+                except _StopForward:
+                    continue
                 if isinstance(out, (tuple, list)):
                     out = out[0]
                 if advance:
@@ -136,20 +245,33 @@ class BlockStep:
 
 
 def sequential_blocks(
-    model: nn.Module, token_batches: list[torch.Tensor], device: torch.device | str, desc: str = "blocks"
+    model: nn.Module,
+    token_batches: list[torch.Tensor],
+    device: torch.device | str,
+    desc: str = "blocks",
+    forward_dtype: torch.dtype | None = None,
 ) -> Iterator[BlockStep]:
     """Yield a :class:`BlockStep` per block, the block on ``device`` while the caller works on it.
 
     The caller must call ``step.forward(..., advance=True)`` exactly once per step (last), so the
-    next block sees this block's outputs.
+    next block sees this block's outputs. With ``forward_dtype`` the blocks run in that precision
+    (hidden states and floating keyword arguments cast to it) while their weights stay as they are.
     """
     device = torch.device(device)
     blocks = find_decoder_blocks(model)
     inputs = capture_block_inputs(model, token_batches, device)
+    if forward_dtype is not None and forward_dtype != next(model.parameters()).dtype:
+        memo: dict = {}
+        inputs = BlockInputs(
+            [h.to(forward_dtype) for h in inputs.hidden],
+            [[_cast_floats(a, forward_dtype, memo) for a in per_block] for per_block in inputs.args],
+            [[_cast_floats(k, forward_dtype, memo) for k in per_block] for per_block in inputs.kwargs],
+        )
+        del memo
     home = next(blocks[0].parameters()).device
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         try:
-            yield BlockStep(index, block, inputs)
+            yield BlockStep(index, block, inputs, forward_dtype)
         finally:
             block.to(home)

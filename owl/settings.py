@@ -25,7 +25,7 @@ PRUNE_METHODS = (
     "sparsegpt_owl",
     "wanda_owl_structure",
 )
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # auto: owl.precision picks per device
 CALIBRATION_DATASETS = ("c4", "wikitext2")
 OWL_WEIGHTINGS = ("blocks", "params")
 DEFAULT_ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
@@ -84,6 +84,7 @@ class PruneSettings:
     device: str | None = None
     dtype: str = "float32"
     eval_dtype: str | None = None  # None: evaluate in ``dtype``
+    forward_dtype: str | None = None  # None: block forwards of calibration and pruning in ``dtype``
     eval_limit: int | None = None
     eval_dataset: str | None = "wikitext2"
     calib_dataset: str = "c4"
@@ -171,8 +172,10 @@ class PruneSettings:
             raise OwlError(f"--sparsegpt_percdamp {self.sparsegpt_percdamp} is not allowed; it must lie in [0, 10)")
         if self.dtype not in DTYPES:
             raise OwlError(f"--dtype {self.dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
-        if self.eval_dtype is not None and self.eval_dtype not in DTYPES:
-            raise OwlError(f"--eval_dtype {self.eval_dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+        for name in ("eval_dtype", "forward_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in DTYPES:
+                raise OwlError(f"--{name} {value!r} is not allowed; choose one of {', '.join(DTYPES)}")
         if self.calib_dataset not in CALIBRATION_DATASETS:
             raise OwlError(f"--calib_dataset {self.calib_dataset!r} is not allowed; choose one of {', '.join(CALIBRATION_DATASETS)}")
         if self.eval_dataset not in (None, "wikitext2"):

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
 from owl.errors import OwlError
 from owl.masks import lowest_k_flat_mask
 
-__all__ = ["sparsegpt_prune_"]
+__all__ = ["HessianFactor", "factor_hessian", "sparsegpt_prune_"]
 
 
 def _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp) -> None:
     if weight.dim() != 2:
         raise OwlError(f"sparsegpt_prune_ needs a 2-D weight, got shape {tuple(weight.shape)}")
     cols = weight.shape[1]
+    if isinstance(hessian, HessianFactor):
+        hessian = hessian.upper
     if tuple(hessian.shape) != (cols, cols):
         raise OwlError(
             f"Hessian has shape {tuple(hessian.shape)}; it must be [{cols}, {cols}] for a weight with {cols} inputs"
@@ -61,17 +64,39 @@ def _upper_cholesky_of_inverse(h: torch.Tensor, percdamp: float) -> torch.Tensor
     )
 
 
+@dataclass(frozen=True)
+class HessianFactor:
+    """What SparseGPT needs from a layer's Hessian: the upper Cholesky factor of the inverse of the
+    dampened Hessian, and the dead inputs. Layers reading the same input (q/k/v) share it."""
+
+    upper: torch.Tensor
+    dead: torch.Tensor  # bool per input column: H[i, i] == 0, the feature never fires
+
+
+@torch.no_grad()
+def factor_hessian(hessian: torch.Tensor, percdamp: float = 0.01, device=None) -> HessianFactor:
+    """Dead inputs get ``H[i, i] = 1``, ``percdamp * mean(diag H)`` is added to the diagonal, then
+    the factor of the inverse; float32 on ``device`` (default: the Hessian's)."""
+    h = hessian.detach().to(device=device or hessian.device, dtype=torch.float32, copy=True)
+    diagonal = torch.arange(h.shape[0], device=h.device)
+    dead = torch.diag(h) == 0
+    h[diagonal[dead], diagonal[dead]] = 1.0
+    h[diagonal, diagonal] += percdamp * torch.mean(torch.diag(h))
+    return HessianFactor(_upper_cholesky_of_inverse(h, percdamp), dead)
+
+
 @torch.no_grad()
 def sparsegpt_prune_(
     weight: torch.Tensor,
-    hessian: torch.Tensor,
+    hessian: torch.Tensor | HessianFactor,
     sparsity: float,
     prune_n: int = 0,
     prune_m: int = 0,
     blocksize: int = 128,
     percdamp: float = 0.01,
 ) -> None:
-    """Prune ``weight`` in place with SparseGPT; ``hessian`` is left untouched.
+    """Prune ``weight`` in place with SparseGPT; ``hessian`` (or its :func:`factor_hessian`) is
+    left untouched.
 
     Unstructured (``prune_n == prune_m == 0``): within each block of ``blocksize`` columns, prune
     exactly ``int(rows * block_cols * sparsity)`` entries with the lowest ``w^2 / diag(Hinv)^2``
@@ -90,15 +115,9 @@ def sparsegpt_prune_(
     _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
     rows, cols = weight.shape
     w = weight.detach().to(dtype=torch.float32, copy=True)
-    h = hessian.detach().to(device=w.device, dtype=torch.float32, copy=True)
-
-    diagonal = torch.arange(cols, device=w.device)
-    dead = torch.diag(h) == 0
-    h[diagonal[dead], diagonal[dead]] = 1.0
+    factor = hessian if isinstance(hessian, HessianFactor) else factor_hessian(hessian, percdamp, w.device)
+    hinv, dead = factor.upper.to(w.device), factor.dead.to(w.device)
     w[:, dead] = 0.0
-    h[diagonal, diagonal] += percdamp * torch.mean(torch.diag(h))
-    hinv = _upper_cholesky_of_inverse(h, percdamp)
-    del h
 
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)

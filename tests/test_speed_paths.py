@@ -1,0 +1,132 @@
+"""The faster paths of the pruning pass compute what the plain paths compute.
+
+One statistic per distinct linear input, the observe forward that stops once every input is seen,
+SparseGPT's shared factorisation, mixed-precision forwards, and the ``auto`` precision choice.
+"""
+
+import pytest
+import torch
+
+from owl import precision
+from owl.methods import LayerTarget, MethodOptions
+from owl.models import find_decoder_blocks, find_linear_sublayers
+from owl.pruning import compute_statistics, prune_model
+from owl.sequential import SharedInputStatistics, sequential_blocks
+from owl.sparsegpt import factor_hessian, sparsegpt_prune_
+from owl.statistics import HessianAccumulator, RowNormAccumulator
+
+
+def _windows(n=4, seqlen=24, vocab=300, seed=0):
+    return torch.randint(0, vocab, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _per_layer_inputs(step):
+    """Every linear layer's inputs of this block, one list per layer, from plain forward hooks."""
+    seen = {name: [] for name in step.linear_layers}
+    handles = [layer.register_forward_hook(lambda _m, i, _o, n=name: seen[n].append(i[0].detach().clone()))
+               for name, layer in step.linear_layers.items()]
+    try:
+        step.forward()  # no statistics: a full forward, nothing advanced
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("accumulator", [RowNormAccumulator, HessianAccumulator])
+def test_shared_statistics_equal_per_layer_accumulation_bit_for_bit(model, family, accumulator):
+    for step in sequential_blocks(model, list(_windows().split(3)), "cpu"):
+        inputs = _per_layer_inputs(step)
+        layers = step.linear_layers
+        shared = SharedInputStatistics(layers, lambda n: accumulator(layers[n].in_features))
+        step.forward(shared)
+        values = shared.values()
+        for name, batches in inputs.items():
+            direct = accumulator(layers[name].in_features)
+            for x in batches:
+                direct.add(x)
+            assert torch.equal(values[name], direct.value), name
+        groups = sorted(sorted(g) for g in shared.groups.values())
+        attention = sorted(n for n in layers if n.endswith(("q_proj", "k_proj", "v_proj")))
+        assert attention in groups  # q/k/v read one tensor: one accumulator
+        if family != "opt":
+            assert sorted(n for n in layers if n.endswith(("gate_proj", "up_proj"))) in groups
+        assert len(groups) < len(layers)
+        step.forward(advance=True)
+        break
+
+
+def test_observe_forward_stops_before_the_last_linear_runs(model):
+    for step in sequential_blocks(model, [_windows()], "cpu"):
+        layers = step.linear_layers
+        ran = {name: 0 for name in layers}
+        handles = [layer.register_forward_hook(lambda *_a, n=name: ran.__setitem__(n, ran[n] + 1)) for name, layer in layers.items()]
+        shared = SharedInputStatistics(layers, lambda n: RowNormAccumulator(layers[n].in_features))
+        step.forward(shared)
+        assert sorted(ran.values()) == [0] + [1] * (len(layers) - 1)  # the last one's matmul skipped
+        assert shared.values().keys() == layers.keys()
+        for h in handles:
+            h.remove()
+        before = [h.clone() for h in step._inputs.hidden]
+        step.forward(shared)
+        assert all(torch.equal(a, b) for a, b in zip(before, step._inputs.hidden))  # nothing advanced
+        step.forward(advance=True)
+        break
+
+
+def test_missing_input_is_an_error_not_a_silent_zero():
+    layers = {"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(3, 2)}
+    shared = SharedInputStatistics(layers, lambda n: RowNormAccumulator(3))
+    shared.start_batch()
+    shared.observe("a", torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="no input observed"):
+        shared.values()
+
+
+def test_sparsegpt_with_shared_factor_equals_sparsegpt_with_hessian():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, generator=g)
+    h = 2 * x.t() @ x / 64
+    h[3, :] = 0
+    h[:, 3] = 0  # a dead input
+    w = torch.randn(8, 16, generator=g)
+    a, b = w.clone(), w.clone()
+    sparsegpt_prune_(a, h, 0.5, blocksize=8)
+    sparsegpt_prune_(b, factor_hessian(h, 0.01), 0.5, blocksize=8)
+    assert torch.equal(a, b)
+    assert bool((b[:, 3] == 0).all())
+
+
+def test_mixed_precision_prunes_float32_weights_to_target(model):
+    windows = _windows()
+    n_blocks = len(find_decoder_blocks(model))
+    targets = [LayerTarget(0.5)] * n_blocks
+    prune_model(model, "wanda", targets, MethodOptions(), "cpu", windows, batch_size=2, forward_dtype=torch.bfloat16)
+    for block in find_decoder_blocks(model):
+        for layer in find_linear_sublayers(block).values():
+            assert layer.weight.dtype == torch.float32
+            assert (layer.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_mixed_precision_statistics_are_close_to_float32(model):
+    windows = _windows()
+    exact = compute_statistics(model, windows, "cpu", 2)
+    mixed = compute_statistics(model, windows, "cpu", 2, forward_dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+    for a, b in zip(exact.scaler_rows, mixed.scaler_rows):
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0.1, atol=1e-3)
+            assert not torch.equal(b[name], a[name]) or a[name].abs().max() == 0  # it did run in bfloat16
+
+
+@pytest.mark.parametrize(("flags", "device", "expected"), [
+    (["avx2", "avx512f", "avx512_bf16"], "cpu", "bfloat16"),
+    (["avx2", "amx_bf16"], "cpu", "bfloat16"),
+    (["avx2"], "cpu", "float32"),
+])
+def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, device, expected):
+    monkeypatch.setattr(precision, "cpu_info", lambda: {"model": "test", "flags": flags})
+    assert precision.resolve_dtype("auto", device) == expected
+    assert precision.resolve_dtype("float16", device) == "float16"
+    assert precision.resolve_dtype(None, device) is None
+    assert precision.precision_record(device)["native_bf16"] is (expected == "bfloat16")
