@@ -1,8 +1,7 @@
 # The dense statistics pass: once per model and calibration setting ({calib}, e.g.
-# c4-n128-len2048-seed0-float16; one per calibration seed), shared by every OWL run of the model
-# at that seed. Writes the Wanda
-# statistics (statistics.pt, the OWL prune jobs' stats_path), the layerwise outlier distribution
-# for every M (lod.json) and its bar chart.
+# c4-n128-len2048-seed0-float16: one per calibration seed), shared by every OWL run of the model
+# at that seed. Writes the Wanda statistics (statistics.pt, the OWL prune jobs' stats_path), the
+# layerwise outlier distribution for every M (lod.json) and its bar chart.
 
 
 rule calibrate:

@@ -79,7 +79,7 @@ CALIB_SEEDS = {m: grid.calibration_seeds(config, RUNS, m) for m in MODELS}
 
 def calib_tag(model, seed):
     m = MODELS[model]
-    return grid.calib_tag(m["calibration"], m["settings"].get("dtype", "float32"), seed)
+    return grid.calib_tag(m["calibration"], m["settings"].get("dtype", PruneSettings.dtype), seed)
 
 
 CALIB_TAG_SEED = {(m, calib_tag(m, seed)): seed for m, seeds in CALIB_SEEDS.items() for seed in seeds}
@@ -193,7 +193,7 @@ def calibrate_params(model, calib):
         **{k: m["calibration"][k] for k in CALIB_KEYS},
         "seed": seed,
         "device": settings.get("device"),
-        "dtype": settings.get("dtype", "float32"),
+        "dtype": settings.get("dtype", PruneSettings.dtype),
         "cache_dir": settings.get("cache_dir"),
         "hyper_ms": grid.calibration_hyper_ms(MODELS, RUNS, model),
         "stats_path": stats_path(model, seed),
