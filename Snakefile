@@ -29,8 +29,8 @@ include: "rules/zeroshot.smk"
 rule reproduce_all:
     default_target: True  # must be in the main Snakefile: Snakemake ignores it in included files
     input:
-        lod=[lod_path(m) for m in MODELS],
-        lod_figures=[f"{calib_dir(m)}/lod.png" for m in MODELS],
+        lod=[lod_path(m, seed) for m, seeds in CALIB_SEEDS.items() for seed in seeds],
+        lod_figures=[f"{calib_dir(m, seed)}/lod.png" for m, seeds in CALIB_SEEDS.items() for seed in seeds],
         allocations=allocation_files(),
         results=[result_path(k) for k in RUNS],
         tables=rules.tables.output,

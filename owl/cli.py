@@ -8,7 +8,9 @@ import logging
 import sys
 
 from owl.errors import OwlError
-from owl.settings import CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DTYPES, OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings
+from owl.settings import (
+    ATTN_IMPLEMENTATIONS, CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DTYPES, OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval_limit", type=int, default=None, help="evaluate only the first K windows (quick checks)")
     prune.add_argument("--eval_dtype", default=None, help=f"precision of the evaluation ({', '.join(DTYPES)}); default: --dtype")
     prune.add_argument("--eval_batch_size", type=int, default=defaults.eval_batch_size)
+    prune.add_argument("--attn_implementation", default=None, help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default: the model's, sdpa)")
     prune.add_argument("--no_eval", action="store_true", help="skip the WikiText-2 evaluation")
     prune.add_argument("--save", default=None, help="directory for result.json")
     prune.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
@@ -74,6 +77,7 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
         eval_dataset=None if args.no_eval else "wikitext2", calib_dataset=args.calib_dataset,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
+        attn_implementation=args.attn_implementation,
         owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,
         sparsegpt_percdamp=args.sparsegpt_percdamp, eval_zero_shot=args.eval_zero_shot,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), zero_shot_limit=args.zero_shot_limit,

@@ -74,16 +74,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("OWL_CACHE_DIR", Path.home() / ".cache" / "owl"))
 
 
-def load_model(name: str, dtype: str = "float32", cache_dir: str | Path | None = None):
+def load_model(name: str, dtype: str = "float32", cache_dir: str | Path | None = None, attn_implementation: str | None = None):
     """Load ``(model, tokenizer)`` on the CPU in ``dtype``, in eval mode.
 
     ``name`` is an embedded model name, a local directory or a Hub id. Embedded GGUF models are
-    dequantised once and kept as safetensors under ``cache_dir`` (dequantising takes 15-45 s).
+    dequantised once and kept as safetensors under ``cache_dir`` (dequantising takes 15-45 s), and
+    loaded from there like any local model. ``attn_implementation`` (``eager``, ``sdpa``; None: the
+    model's default) picks transformers' attention kernel: a float path, not the arithmetic.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     kwargs = {"dtype": torch_dtype(dtype), "low_cpu_mem_usage": True}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if name in EMBEDDED_MODELS:
         local = cache_dir / "models" / name
         if not (local / "config.json").exists():

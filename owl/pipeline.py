@@ -44,12 +44,12 @@ def resolve_device(name: str | None) -> torch.device:
 class RunContext:
     """Model, tokenizer, data sources and caches shared by the steps of a run."""
 
-    def __init__(self, model_name: str, dtype: str, device: str | None, cache_dir: str | None):
+    def __init__(self, model_name: str, dtype: str, device: str | None, cache_dir: str | None, attn_implementation: str | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)  # "auto" decided once, for this device
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.source = TextSource(data_dir_from_env())
-        self.model, self.tokenizer = load_model(model_name, self.dtype, self.cache_dir)
+        self.model, self.tokenizer = load_model(model_name, self.dtype, self.cache_dir, attn_implementation)
         self.tokens = TokenCache(self.cache_dir, self.tokenizer)
         self.blocks = find_decoder_blocks(self.model)
 
@@ -158,7 +158,7 @@ def run_prune(settings: PruneSettings) -> dict:
     settings.validate()
     started = time.perf_counter()
     timings = {"calibration": 0.0, "pruning": 0.0, "evaluation": 0.0}
-    ctx = RunContext(settings.model, settings.dtype, settings.device, settings.cache_dir)
+    ctx = RunContext(settings.model, settings.dtype, settings.device, settings.cache_dir, settings.attn_implementation)
     ctx.check_seqlen(settings.seqlen)
     block_params = block_parameter_counts(ctx.model)
     forward_dtype = ctx.forward_dtype(settings.forward_dtype)
@@ -225,6 +225,7 @@ def run_prune(settings: PruneSettings) -> dict:
         "eval_dtype": eval_dtype,
         "device": str(ctx.device),
         "precision": precision_record(ctx.device),
+        "attn_implementation": getattr(ctx.model.config, "_attn_implementation", None),  # the kernel used (the setting may be None)
         "achieved_sparsity": achieved,
         "layer_sparsities": [t.sparsity for t in targets],
         "layer_nm": [[t.n, t.m] for t in targets] if settings.structure.structured else None,

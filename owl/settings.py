@@ -28,6 +28,7 @@ PRUNE_METHODS = (
 DTYPES = ("float32", "bfloat16", "float16", "auto")  # auto: owl.precision picks per device
 CALIBRATION_DATASETS = ("c4", "wikitext2")
 OWL_WEIGHTINGS = ("blocks", "params")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")  # transformers' attention kernels available everywhere
 DEFAULT_ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
 _NM_PATTERN = re.compile(r"^(\d+):(\d+)$")
@@ -90,6 +91,7 @@ class PruneSettings:
     calib_dataset: str = "c4"
     calib_batch_size: int = 8
     eval_batch_size: int = 4
+    attn_implementation: str | None = None  # None: the model's default (sdpa for the supported models)
     stats_path: str | None = None
     owl_weighting: str = "blocks"
     sparsegpt_blocksize: int = 128
@@ -182,6 +184,8 @@ class PruneSettings:
             raise OwlError(f"--eval_dataset {self.eval_dataset!r} is not allowed; choose wikitext2 or none")
         if self.owl_weighting not in OWL_WEIGHTINGS:
             raise OwlError(f"--owl_weighting {self.owl_weighting!r} is not allowed; choose one of {', '.join(OWL_WEIGHTINGS)}")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise OwlError(f"--attn_implementation {self.attn_implementation!r} is not allowed; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
         if self.device is not None and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", self.device):
             raise OwlError(f"--device {self.device!r} is not allowed; use cpu, cuda or cuda:N")
         return self

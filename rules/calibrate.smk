@@ -1,7 +1,7 @@
 # The dense statistics pass: once per model and calibration setting ({calib}, e.g.
-# c4-n128-len2048-seed0-float16), shared by every OWL run of the model. Writes the Wanda
-# statistics (statistics.pt, the OWL prune jobs' stats_path), the layerwise outlier distribution
-# for every M (lod.json) and its bar chart.
+# c4-n128-len2048-seed0-float16: one per calibration seed), shared by every OWL run of the model
+# at that seed. Writes the Wanda statistics (statistics.pt, the OWL prune jobs' stats_path), the
+# layerwise outlier distribution for every M (lod.json) and its bar chart.
 
 
 rule calibrate:
@@ -13,7 +13,7 @@ rule calibrate:
         notebook=f"{CALIB_DIR}/calibrate.ipynb",
         log=f"{LOGS}/calibrate/{{model}}/{{calib}}.log",
     params:
-        yaml=lambda wc: to_yaml(calibrate_params(wc.model)),
+        yaml=lambda wc: to_yaml(calibrate_params(wc.model, wc.calib)),
         params_file=f"{CALIB_DIR}/calibrate.params.yaml",
     threads: lambda wc: res("calibrate", "threads", wc.model)
     resources:
@@ -26,19 +26,20 @@ rule calibrate:
         ENV_SETUP + papermill("calibrate.ipynb")
 
 
-# OWL's per-block sparsities for every (sparsity, M, lambda) of a model's OWL runs, from lod.json
-# alone (no model is loaded): what the prune jobs will use, to look at before spending GPU hours.
+# OWL's per-block sparsities for every (sparsity, M, lambda) of a model's OWL runs at one seed, from
+# that seed's lod.json alone (no model is loaded): what the prune jobs will use, to look at before
+# spending GPU hours.
 rule allocate:
     input:
-        lod=lambda wc: lod_path(wc.model),
+        lod=lambda wc: lod_path(wc.model, int(wc.seed)),
     output:
         allocation=f"{ALLOC_DIR}/allocation.json",
         figures=multiext(f"{ALLOC_DIR}/allocation", ".png", ".pdf"),
     log:
         notebook=f"{ALLOC_DIR}/allocate.ipynb",
-        log=f"{LOGS}/allocate/{{model}}.log",
+        log=f"{LOGS}/allocate/{{model}}/seed{{seed}}.log",
     params:
-        yaml=lambda wc: to_yaml(allocate_params(wc.model)),
+        yaml=lambda wc: to_yaml(allocate_params(wc.model, int(wc.seed))),
         params_file=f"{ALLOC_DIR}/allocate.params.yaml",
     threads: 1
     resources:

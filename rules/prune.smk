@@ -12,7 +12,7 @@
 
 rule prune:
     input:
-        stats=lambda wc: [ancient(stats_path(wc.model))] if RUNS[(wc.model, wc.run)]["uses_stats"] else [],
+        stats=run_stats,
     output:
         result=RESULT,
     log:

@@ -9,7 +9,7 @@
 
 rule zeroshot:
     input:
-        stats=lambda wc: [ancient(stats_path(wc.model))] if RUNS[(wc.model, wc.run)]["uses_stats"] else [],
+        stats=run_stats,
     output:
         zeroshot=ZEROSHOT,
     log:

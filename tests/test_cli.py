@@ -171,3 +171,22 @@ def test_eval_dtype_converts_only_the_evaluation(tiny_model_dirs, owl_env):
     assert mixed["ppl"]["wikitext2"] != fp32["ppl"]["wikitext2"]
     assert abs(mixed["ppl"]["wikitext2"] / fp32["ppl"]["wikitext2"] - 1) < 0.05
     assert '"float32"' in (owl_env / "saved" / "config.json").read_text()  # saved before the conversion
+
+
+def test_attn_implementation_is_passed_to_the_model_and_recorded(tiny_model_dirs, owl_env, capsys):
+    args = ("--prune_method", "wanda", "--sparsity_ratio", "0.5", "--seed", "1")
+    default = run(tiny_model_dirs["llama"], owl_env / "default", *args)
+    eager = run(tiny_model_dirs["llama"], owl_env / "eager", *args, "--attn_implementation", "eager")
+    assert default["attn_implementation"] == "sdpa" and default["settings"]["attn_implementation"] is None
+    assert eager["attn_implementation"] == "eager" and eager["settings"]["attn_implementation"] == "eager"
+    assert abs(eager["ppl"]["wikitext2"] / default["ppl"]["wikitext2"] - 1) < 0.01  # another float path, same arithmetic
+    # a rerun replays the recorded kernel and calibration seed
+    assert main(["rerun", str(owl_env / "eager" / "result.json"), "--save", str(owl_env / "again"), "-q"]) == 0
+    again = json.loads((owl_env / "again" / "result.json").read_text())
+    assert (again["attn_implementation"], again["seed"]) == ("eager", 1)
+    capsys.readouterr()
+    assert main(["prune", "--model", str(tiny_model_dirs["llama"]), "--save", str(owl_env / "bad"), *SMALL,
+                 "--attn_implementation", "flash"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["owl: error: --attn_implementation 'flash' is not allowed; choose one of eager, sdpa"]
+    assert not (owl_env / "bad").exists()

@@ -29,8 +29,8 @@ from owl.testing import save_tiny_model, write_tiny_data_dir
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 CONFIGS = REPO / "config"
-TINY_CALIB = "calibration/tiny/c4-n4-len64-seed0-float32"  # <model>/<calibration setting>
-TINY_ZERO_SHOT = {"dense": "dense", "wanda_owl": "wanda_owl_s0.7_m5_l0.08"}  # config/tiny.yaml's zero_shot points
+TINY_CALIB = "calibration/tiny/c4-n4-len64-seed0-float32"  # <model>/<calibration setting>, seed 0
+TINY_ZERO_SHOT = {"dense": "dense", "wanda_owl": "wanda_owl_s0.7_m5_l0.08_seed0"}  # config/tiny.yaml's zero_shot runs
 MODEL_RULES = {"calibrate", "prune", "zeroshot"}  # the jobs that load a model
 
 
@@ -62,54 +62,70 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def _seeds(cfg: dict, section: str, method: str) -> list:
+    """A section's calibration seeds (its own, else the top level's, else [0]); dense and uniform
+    magnitude use no calibration data: one run, seed None."""
+    if method in ("dense", "magnitude"):
+        return [None]
+    return list((cfg.get(section) or {}).get("seeds") or cfg.get("seeds") or [0])
+
+
 def grid_points(cfg: dict) -> set[tuple]:
-    """Distinct (model, method, sparsity, M, lambda) of a config, computed independently of the workflow."""
+    """Distinct ((model, method, sparsity, M, lambda), seed) runs of a config, computed independently of the workflow."""
     points = set()
     owl_of = {k: (m.get("owl") or {}) for k, m in cfg["models"].items()}
     default_owl = {"Hyper_m": 5, "Lamda": 0.08, **(cfg.get("owl") or {})}
 
-    def add(model, method, sparsity, m=None, lam=None):
+    def add(section, model, method, sparsity, m=None, lam=None):
         owl = {**default_owl, **owl_of[model]}
         if method == "dense":
-            points.add((model, "dense"))
+            point = (model, "dense")
         elif "_owl" in method:
-            points.add((model, method, float(sparsity), float(m if m is not None else owl["Hyper_m"]), float(lam if lam is not None else owl["Lamda"])))
+            point = (model, method, float(sparsity), float(m if m is not None else owl["Hyper_m"]), float(lam if lam is not None else owl["Lamda"]))
         else:
-            points.add((model, method, float(sparsity)))
+            point = (model, method, float(sparsity))
+        points.update((point, seed) for seed in _seeds(cfg, section, method))
 
     models = list(cfg["models"])
     for model in cfg["main"].get("models", models):
         for method in cfg["main"]["methods"]:
-            add(model, method, cfg["main"]["sparsity"])
+            add("main", model, method, cfg["main"]["sparsity"])
     if cfg.get("sweep"):
         for model in cfg["sweep"]["models"]:
             for method in cfg["sweep"]["methods"]:
                 for s in cfg["sweep"]["sparsities"]:
-                    add(model, method, s)
+                    add("sweep", model, method, s)
     if cfg.get("ablation"):
         ab = cfg["ablation"]
         method, sparsity = ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7)
         for model in ab["models"]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
-                    add(model, method, sparsity, m, lam)
+                    add("ablation", model, method, sparsity, m, lam)
             if method in report.OWL_BASELINE:  # the ablation's uniform reference
-                add(model, report.OWL_BASELINE[method], sparsity)
+                add("ablation", model, report.OWL_BASELINE[method], sparsity)
     points |= zero_shot_points(cfg)
     return points
 
 
 def zero_shot_points(cfg: dict) -> set[tuple]:
-    """The (model, method, sparsity[, M, lambda]) of the config's zero_shot section (each a zeroshot job)."""
+    """The ((model, method, sparsity[, M, lambda]), seed) of the config's zero_shot section (each a zeroshot job)."""
     zs, points = cfg.get("zero_shot"), set()
     default_owl = {"Hyper_m": 5, "Lamda": 0.08, **(cfg.get("owl") or {})}
     for model in (zs or {}).get("models", []):
         owl = {**default_owl, **(cfg["models"][model].get("owl") or {})}
         for method in zs["methods"]:
             s = float(zs.get("sparsity", 0.7))
-            points.add((model, "dense") if method == "dense" else
-                       (model, method, s, float(owl["Hyper_m"]), float(owl["Lamda"])) if "_owl" in method else (model, method, s))
+            point = ((model, "dense") if method == "dense" else
+                     (model, method, s, float(owl["Hyper_m"]), float(owl["Lamda"])) if "_owl" in method else (model, method, s))
+            points.update((point, seed) for seed in _seeds(cfg, "zero_shot", method))
     return points
+
+
+def statistics_jobs(cfg: dict) -> int:
+    """One statistics job per (model, seed) of its calibrated runs (the top-level seeds for a model without one)."""
+    seeds = {model: {seed for (point, seed) in grid_points(cfg) if point[0] == model and seed is not None} for model in cfg["models"]}
+    return sum(len(s) or len(cfg.get("seeds") or [0]) for s in seeds.values())
 
 
 def job_blocks(output: str) -> dict[str, list[str]]:
@@ -144,9 +160,11 @@ def test_tiny_workflow_produces_every_table_figure_and_notebook(tiny_run):
     out = workdir / "results" / "tiny"
     cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["prune"] == len(grid_points(cfg)) == 11
+    # main has two seeds: its four calibrated methods run twice, dense and magnitude once
+    assert counts["prune"] == len(grid_points(cfg)) == 11 + 4
     assert counts["zeroshot"] == len(zero_shot_points(cfg)) == 2 and counts["zero_shot"] == 1
-    assert counts["calibrate"] == 1 and counts["tables"] == 1 and counts["figures"] == 1
+    assert counts["calibrate"] == statistics_jobs(cfg) == 2 and counts["allocate"] == 2
+    assert counts["tables"] == 1 and counts["figures"] == 1
     assert (workdir / "reproduce-all").exists() and (out / "reproduce-all").exists()
     for name in ["main.md", "main.csv", "sweep.md", "sweep.csv", "ablation_tiny.md", "ablation_tiny.csv", "zero_shot.md", "zero_shot.csv"]:
         assert (out / "tables" / name).stat().st_size > 0, name
@@ -155,13 +173,18 @@ def test_tiny_workflow_produces_every_table_figure_and_notebook(tiny_run):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 0
     for name in ["statistics.pt", "lod.json", "lod.png", "lod.pdf"]:
         assert (out / TINY_CALIB / name).exists()
-    allocation = json.loads((out / "allocation" / "tiny" / "allocation.json").read_text())
+    allocation = json.loads((out / "allocation" / "tiny" / "seed0" / "allocation.json").read_text())
     assert {(p["sparsity_ratio"], p["Hyper_m"], p["Lamda"]) for p in allocation["points"]} == {
         (0.7, 5, 0.08), (0.5, 5, 0.08), (0.7, 3, 0.04), (0.7, 3, 0.08), (0.7, 5, 0.04)}
-    notebooks = [out / TINY_CALIB / "calibrate.ipynb", out / "allocation/tiny/allocate.ipynb", out / "tables/tables.ipynb",
+    allocation = json.loads((out / "allocation" / "tiny" / "seed1" / "allocation.json").read_text())  # main only
+    assert [(p["sparsity_ratio"], p["Hyper_m"], p["Lamda"]) for p in allocation["points"]] == [(0.7, 5, 0.08)]
+    # seed 1 is its own statistics pass on other calibration windows
+    lods = [json.loads((out / TINY_CALIB.replace("seed0", f"seed{k}") / "lod.json").read_text()) for k in (0, 1)]
+    assert (lods[0]["seed"], lods[1]["seed"]) == (0, 1) and lods[0]["outlier_ratios"] != lods[1]["outlier_ratios"]
+    notebooks = [out / TINY_CALIB / "calibrate.ipynb", out / "allocation/tiny/seed0/allocate.ipynb", out / "tables/tables.ipynb",
                  out / "tables/zero_shot.ipynb", out / "figures/figures.ipynb", *sorted((out / "runs").glob("*/*/prune.ipynb")),
                  *sorted((out / "runs").glob("*/*/zeroshot.ipynb"))]
-    assert len(notebooks) == 5 + 11 + 2
+    assert len(notebooks) == 5 + 15 + 2
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), path
@@ -178,26 +201,38 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
         return json.loads((runs / run / "result.json").read_text())["ppl"]["wikitext2"]
 
     main = pd.read_csv(out / "tables" / "main.csv", index_col="method")
-    expected = {"dense": "dense", "magnitude": "magnitude_s0.7", "wanda": "wanda_s0.7", "wanda_owl": "wanda_owl_s0.7_m5_l0.08",
-                "sparsegpt": "sparsegpt_s0.7", "sparsegpt_owl": "sparsegpt_owl_s0.7_m5_l0.08"}
-    assert list(main.index) == list(expected)
-    for method, run in expected.items():
+    # Every run of a calibrated point carries its seed, in its folder and its result; dense and magnitude have none.
+    points = ("wanda_s0.7", "wanda_owl_s0.7_m5_l0.08", "sparsegpt_s0.7", "sparsegpt_owl_s0.7_m5_l0.08")
+    for point in points:
+        for seed in (0, 1):
+            result = json.loads((runs / f"{point}_seed{seed}" / "result.json").read_text())
+            assert result["seed"] == seed and result["settings"]["seed"] == seed
+            if "_owl" in point:
+                assert result["statistics_path"].endswith(f"results/tiny/{TINY_CALIB.replace('seed0', f'seed{seed}')}/statistics.pt")
+    assert ppl("wanda_s0.7_seed0") != ppl("wanda_s0.7_seed1")  # other calibration windows, another draw
+    assert sorted(p.name for p in runs.iterdir() if not p.name.endswith(("_seed0", "_seed1"))) == ["dense", "magnitude_s0.7"]
+    assert {p.name[: -len("_seed1")] for p in runs.glob("*_seed1")} == set(points)  # only main has seed 1
+    # The tables read every seed's result (how they aggregate is the report's); the single-seed cells are exact.
+    main = pd.read_csv(out / "tables" / "main.csv", index_col="method")
+    assert list(main.index) == ["dense", "magnitude", "wanda", "wanda_owl", "sparsegpt", "sparsegpt_owl"]
+    for method, run in {"dense": "dense", "magnitude": "magnitude_s0.7"}.items():
         assert main.at[method, "Tiny-LLaMA"] == pytest.approx(ppl(run), rel=1e-5)
-    markdown = (out / "tables" / "main.md").read_text()
-    for run in expected.values():
-        assert f"{ppl(run):.2f}" in markdown
-    gain = ppl("wanda_owl_s0.7_m5_l0.08") - ppl("wanda_s0.7")
-    assert f"({gain:+.2f})" in markdown
+    for method in ("wanda", "sparsegpt"):
+        value, draws = main.at[method, "Tiny-LLaMA"], [ppl(f"{method}_s0.7_seed{k}") for k in (0, 1)]
+        assert min(draws) * (1 - 1e-5) <= value <= max(draws) * (1 + 1e-5)
     ablation = pd.read_csv(out / "tables" / "ablation_tiny.csv", index_col="Hyper_m")
-    assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04"), rel=1e-5)
-    assert ablation.at[5.0, "0.08"] == pytest.approx(ppl("wanda_owl_s0.7_m5_l0.08"), rel=1e-5)
-    assert f"change against uniform Wanda at 70% ({ppl('wanda_s0.7'):.2f})" in (out / "tables" / "ablation_tiny.md").read_text()
+    assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04_seed0"), rel=1e-5)
     sweep = pd.read_csv(out / "tables" / "sweep.csv", index_col=["model", "method"])
-    assert sweep.loc[("Tiny-LLaMA", "wanda_owl"), "0.5"] == pytest.approx(ppl("wanda_owl_s0.5_m5_l0.08"), rel=1e-5)
+    assert sweep.loc[("Tiny-LLaMA", "wanda_owl"), "0.5"] == pytest.approx(ppl("wanda_owl_s0.5_m5_l0.08_seed0"), rel=1e-5)
     # Result files carry the settings the config asked for.
-    result = json.loads((runs / "wanda_owl_s0.7_m3_l0.04" / "result.json").read_text())
+    result = json.loads((runs / "wanda_owl_s0.7_m3_l0.04_seed0" / "result.json").read_text())
     assert (result["Hyper_m"], result["Lamda"], result["nsamples"], result["seqlen"], result["eval_limit"]) == (3, 0.04, 4, 64, 4)
     assert result["statistics_path"].endswith(f"results/tiny/{TINY_CALIB}/statistics.pt")
+    # The report gets every run with its seed (None: no calibration data).
+    params = yaml.safe_load((out / "tables" / "tables.params.yaml").read_text())
+    seeds = {(r["method"], r["seed"]) for r in params["runs"] if r["method"] in ("dense", "wanda")}
+    assert seeds == {("dense", None), ("wanda", 0), ("wanda", 1)}
+    assert params["spec"]["main"]["seeds"] == [0, 1] and params["spec"]["sweep"]["seeds"] == [0]
 
 
 def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
@@ -251,8 +286,9 @@ def test_after_a_run_the_flag_target_is_up_to_date_and_restyling_reruns_no_model
     assert job_counts(proc.stdout + proc.stderr) == {"ablation": 1, "total": 1}  # its own table and heatmap only
     proc = snakemake(workdir, "ablation", "--cores", "1", configfile=CONFIGS / "tiny.yaml", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    uniform = json.loads((workdir / "results" / "tiny" / "runs" / "tiny" / "wanda_s0.7" / "result.json").read_text())["ppl"]["wikitext2"]
-    assert f"change against uniform Wanda at 70% ({uniform:.2f})" in (workdir / "results" / "tiny" / "ablation" / "ablation_tiny.md").read_text()
+    assert (workdir / "results" / "tiny" / "ablation" / "ablation_tiny.md").stat().st_size > 0
+    ablation = yaml.safe_load((workdir / "results" / "tiny" / "ablation" / "tables.params.yaml").read_text())
+    assert {(r["method"], r["seed"]) for r in ablation["runs"] if r["method"] == "wanda"} == {("wanda", 0), ("wanda", 1)}
     proc = snakemake(workdir, "-n", "--forcerun", "tables", "figures", "zero_shot", configfile=CONFIGS / "tiny.yaml", env=env)
     counts = job_counts(proc.stdout + proc.stderr)
     assert not MODEL_RULES & set(counts)
@@ -265,16 +301,21 @@ def test_what_a_config_change_reruns(tiny_run, tmp_path):
     cfg["calibration"]["hyper_ms"] = [3, 5, 7]  # only the LOD report changes: no OWL run reruns
     (tmp_path / "more-m.yaml").write_text(yaml.safe_dump(cfg))
     counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-m.yaml", env=env).stdout)
-    assert counts.get("calibrate") == 1 and counts.get("allocate") == 1 and "prune" not in counts
+    assert counts.get("calibrate") == 2 and counts.get("allocate") == 2 and "prune" not in counts
     zs_cfg = _tiny_cfg()
     zs_cfg["zero_shot"]["limit"] = 3  # zero-shot only: its jobs and table rerun, no prune job, no perplexity table
     (tmp_path / "more-examples.yaml").write_text(yaml.safe_dump(zs_cfg))
     counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-examples.yaml", env=env).stdout)
     assert counts == {"zeroshot": 2, "zero_shot": 1, "reproduce_all": 1, "total": 4}
+    seed_cfg = _tiny_cfg()
+    seed_cfg["main"]["seeds"] = [0, 1, 2]  # one more seed: its statistics and the main table's calibrated runs, nothing else
+    (tmp_path / "more-seeds.yaml").write_text(yaml.safe_dump(seed_cfg))
+    counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-seeds.yaml", env=env).stdout)
+    assert (counts.get("calibrate"), counts.get("allocate"), counts.get("prune"), counts.get("zeroshot")) == (1, 1, 4, None)
     cfg["calibration"]["nsamples"] = 5  # new statistics: every run reruns (OWL ones through the new stats file)
     (tmp_path / "more-samples.yaml").write_text(yaml.safe_dump(cfg))
     counts = job_counts(snakemake(workdir, "-n", configfile=tmp_path / "more-samples.yaml", env=env).stdout)
-    assert counts.get("calibrate") == 1 and counts.get("prune") == 11 and counts.get("zeroshot") == 2
+    assert counts.get("calibrate") == 2 and counts.get("prune") == 15 and counts.get("zeroshot") == 2
 
 
 def _copy_project(dest: Path) -> None:
@@ -339,7 +380,7 @@ def test_dry_run_lists_one_prune_job_per_grid_point_and_one_statistics_job_per_m
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["prune"] == len(grid_points(cfg))
-    assert counts["calibrate"] == len(cfg["models"])
+    assert counts["calibrate"] == statistics_jobs(cfg) == len(cfg["models"])
     assert counts["tables"] == 1 and counts["figures"] == 1 and counts["reproduce_all"] == 1
     # zero-shot: a job per point of its section and the table; prune jobs never run it, and the
     # perplexity tables and figures do not wait for it
@@ -356,6 +397,28 @@ def test_dry_run_lists_one_prune_job_per_grid_point_and_one_statistics_job_per_m
         assert "smollm2" not in proc.stdout  # default.yaml is not merged into a --configfile
 
 
+@pytest.mark.parametrize("name", ["paper", "default"])
+def test_two_seeds_double_the_calibrated_runs_and_statistics_but_not_dense_or_magnitude(tmp_path, name):
+    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    one = len(grid_points(cfg))
+    cfg["seeds"] = [0, 1]
+    configfile = tmp_path / f"{name}-2-seeds.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", "reproduce_all", configfile=configfile)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    uncalibrated = {p for p, seed in grid_points(cfg) if seed is None}
+    assert len(uncalibrated) == 2 * len(cfg["models"])  # dense and magnitude of every model, once
+    assert counts["prune"] == len(grid_points(cfg)) == 2 * one - len(uncalibrated)
+    assert counts["calibrate"] == statistics_jobs(cfg) == 2 * len(cfg["models"])
+    assert counts["zeroshot"] == len(zero_shot_points(cfg))
+    blocks = job_blocks(proc.stdout)
+    seeds = sorted(int(re.search(r"output: \S+/calibration/[^/]+/[^/]+-seed(\d+)-", b).group(1)) for b in blocks["calibrate"])
+    assert seeds == sorted([0, 1] * len(cfg["models"]))
+    outputs = [re.search(r"output: (\S+)", b).group(1) for b in blocks["prune"]]
+    assert all(re.search(r"/(dense|magnitude_s[0-9.]+|.*_seed[01])/result\.json$", o) for o in outputs), outputs
+
+
 # ---- broken configs --------------------------------------------------------------------------
 def _tiny_cfg() -> dict:
     return yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
@@ -364,6 +427,7 @@ def _tiny_cfg() -> dict:
 BROKEN = {
     "unknown method": (lambda c: c["main"]["methods"].append("wandaa"), "main.methods[6]: 'wandaa' is not one of"),
     "typo in a key": (lambda c: c["calibration"].update(nsample=4), "calibration: Additional properties are not allowed ('nsample' was unexpected)"),
+    "repeated seed": (lambda c: c["main"].update(seeds=[0, 0]), "main.seeds: [0, 0] has non-unique elements"),
     "sparsity 1": (lambda c: c["sweep"].update(sparsities=[0.5, 1.0]), "sweep.sparsities[1]: 1.0 is greater than or equal to the maximum of 1"),
     "unknown model": (lambda c: c["ablation"].update(models=["tiny", "huge"]), "ablation.models: 'huge' is not a key of models"),
     "bad device": (lambda c: c["settings"].update(device="gpu"), "settings.device: 'gpu' does not match"),

@@ -1,0 +1,216 @@
+"""The workflow's grid, as pure functions of a config: validation and defaults, per-model settings,
+the runs (one per grid point and calibration seed), run names, statistics and allocation jobs.
+
+rules/common.smk only wires these into Snakemake rules and paths. A grid point is a distinct
+(model, method, sparsity, M, lambda); a run is a point at one calibration seed. Methods that use
+no calibration data (dense, uniform magnitude) run once, with seed ``None``; every other method
+(Wanda, SparseGPT and every ``*_owl``, magnitude_owl included: its outlier ratios come from the
+statistics) runs once per seed of the sections that hold the point.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from owl.errors import OwlError
+from owl.report import OWL_BASELINE, is_owl
+
+SECTIONS = ("main", "sweep", "ablation", "zero_shot")
+NO_CALIBRATION_DATA = ("dense", "magnitude")
+DEFAULT_RESOURCES = {
+    "calibrate": {"gpu": 0, "mem_mb": 16000, "runtime": 120, "threads": 2},
+    "prune": {"gpu": 0, "mem_mb": 16000, "runtime": 240, "threads": 2},
+    "report": {"gpu": 0, "mem_mb": 4000, "runtime": 20, "threads": 1},
+}
+
+
+class ConfigError(OwlError):
+    """A workflow config the schema or the grid refuses (one line naming the key)."""
+
+
+# ---- config: schema, defaults, what a schema cannot say --------------------------------------------
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance, schema: dict, root: dict, skip=("models",)) -> None:
+    """Fill in the schema's defaults (top-level sections and their keys; never inside `models`,
+    whose entries override the top-level values and must not receive defaults of their own)."""
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance and key not in skip:
+            fill_defaults(instance[key], sub, root, skip=())
+
+
+def validate_config(cfg: dict, schema: dict) -> dict:
+    """Check ``cfg`` against the schema (first error, one line naming the key), fill in its
+    defaults and every section's model list, in place; return it. Raises :class:`ConfigError`."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(schema).iter_errors(cfg))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "top level"
+        raise ConfigError(f"{where}: {error.message}")
+    fill_defaults(cfg, schema, schema)
+    keys = list(cfg["models"])
+    labels = [m.get("label", k) for k, m in cfg["models"].items()]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"models: labels must differ, got {labels}")
+    for section in SECTIONS:
+        if cfg.get(section) is None:
+            continue
+        cfg[section].setdefault("models", keys)
+        for key in cfg[section]["models"]:
+            if key not in cfg["models"]:
+                raise ConfigError(f"{section}.models: {key!r} is not a key of models (have {', '.join(keys)})")
+    return cfg
+
+
+def section_seeds(cfg: dict, section: str) -> list[int]:
+    """The calibration seeds of a section: its own ``seeds``, else the top-level ones."""
+    return list(cfg[section].get("seeds") or cfg["seeds"])
+
+
+# ---- models: top-level values with per-model overrides ---------------------------------------------
+def calib_tag(calibration: dict, dtype: str, seed: int) -> str:
+    """The calibration setting in the statistics' path (what the statistics depend on, as the meta
+    owl.pipeline stores with them): a new setting or seed is a new file, never a reuse."""
+    return f"{calibration['calib_dataset']}-n{calibration['nsamples']}-len{calibration['seqlen']}-seed{seed}-{dtype}"
+
+
+def model_specs(cfg: dict) -> dict[str, dict]:
+    """Per model key: id, label and its merged owl, calibration, settings and resources."""
+    models = {}
+    for key, m in cfg["models"].items():
+        merged = {s: {**cfg.get(s, {}), **(m.get(s) or {})} for s in ("owl", "calibration", "settings")}
+        resources = {kind: {**defaults, **(cfg["resources"].get(kind) or {}), **((m.get("resources") or {}).get(kind) or {})}
+                     for kind, defaults in DEFAULT_RESOURCES.items()}
+        # A zeroshot job prunes the model again (no perplexity) and then runs the tasks: the model's
+        # prune resources plus zero_shot.extra_runtime minutes, unless resources.zeroshot says otherwise.
+        extra = (cfg.get("zero_shot") or {}).get("extra_runtime", 0)
+        resources["zeroshot"] = {**resources["prune"], "runtime": resources["prune"]["runtime"] + extra,
+                                 **(cfg["resources"].get("zeroshot") or {}), **((m.get("resources") or {}).get("zeroshot") or {})}
+        models[key] = {"key": key, "id": m["id"], "label": m.get("label", key), **merged, "resources": resources}
+    return models
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+def _num(x) -> str:
+    return f"{float(x):g}"
+
+
+def uses_calibration_data(method: str) -> bool:
+    """Whether a run's result depends on the calibration windows (so it runs once per seed)."""
+    return method not in NO_CALIBRATION_DATA
+
+
+def point_id(method: str, sparsity: float, hyper_m: float, lamda: float) -> str:
+    """Name of a grid point: dense, wanda_s0.7, wanda_owl_s0.7_m5_l0.08."""
+    if method == "dense":
+        return "dense"
+    pid = f"{method}_s{_num(sparsity)}"
+    return pid + (f"_m{_num(hyper_m)}_l{_num(lamda)}" if is_owl(method) else "")
+
+
+def run_name(point: str, seed: int | None) -> str:
+    """Folder name of a run: the point, with ``_seed<k>`` for runs that use calibration data."""
+    return point if seed is None else f"{point}_seed{seed}"
+
+
+def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dict]:
+    """Every run of a validated config: ``{(model key, run name): run}``.
+
+    A run is ``{model, method, sparsity, Hyper_m, Lamda, seed, point, zero_shot, uses_stats}``.
+    The grid is the union of the sections; a point in several sections runs at the union of their
+    seeds, and a run is a zero-shot run when its point and seed are in the zero_shot section.
+    """
+    runs: dict[tuple[str, str], dict] = {}
+
+    def add(section, model, method, sparsity, hyper_m=None, lamda=None):
+        owl = models[model]["owl"]
+        hyper_m = float(owl["Hyper_m"] if hyper_m is None else hyper_m)
+        lamda = float(owl["Lamda"] if lamda is None else lamda)
+        sparsity = 0.0 if method == "dense" else float(sparsity)
+        point = point_id(method, sparsity, hyper_m, lamda)
+        seeds = section_seeds(cfg, section) if uses_calibration_data(method) else [None]
+        for seed in seeds:
+            run = runs.setdefault((model, run_name(point, seed)), {
+                "model": model, "method": method, "sparsity": sparsity, "Hyper_m": hyper_m, "Lamda": lamda,
+                "seed": seed, "point": point, "zero_shot": False, "uses_stats": is_owl(method)})
+            run["zero_shot"] = run["zero_shot"] or section == "zero_shot"
+
+    main = cfg["main"]
+    for model in main["models"]:
+        for method in main["methods"]:
+            add("main", model, method, main["sparsity"])
+    if cfg.get("sweep"):
+        for model in cfg["sweep"]["models"]:
+            for method in cfg["sweep"]["methods"]:
+                for s in cfg["sweep"]["sparsities"]:
+                    add("sweep", model, method, s)
+    if cfg.get("ablation"):
+        ab = cfg["ablation"]
+        for model in ab["models"]:
+            for m in ab["Hyper_m"]:
+                for lam in ab["Lamda"]:
+                    add("ablation", model, ab["method"], ab["sparsity"], m, lam)
+            if ab["method"] in OWL_BASELINE:  # the uniform reference every cell is compared with
+                add("ablation", model, OWL_BASELINE[ab["method"]], ab["sparsity"])
+    if cfg.get("zero_shot"):
+        zs = cfg["zero_shot"]
+        for model in zs["models"]:
+            for method in zs["methods"]:
+                add("zero_shot", model, method, zs["sparsity"])
+    return runs
+
+
+# ---- statistics and allocations: per (model, seed) ---------------------------------------------------
+def calibration_seeds(cfg: dict, runs: dict, model: str) -> list[int]:
+    """Seeds of a model's statistics jobs: every seed its runs use (the top-level seeds when none
+    does, so every model still gets its layerwise outlier distribution)."""
+    seeds = {r["seed"] for r in runs.values() if r["model"] == model and r["seed"] is not None}
+    return sorted(seeds) or sorted(cfg["seeds"])
+
+
+def calibration_hyper_ms(models: dict, runs: dict, model: str) -> list:
+    """The M values lod.json reports: calibration.hyper_ms, the model's M and every OWL run's."""
+    ms = {float(x) for x in models[model]["calibration"]["hyper_ms"]}
+    ms.add(float(models[model]["owl"]["Hyper_m"]))
+    ms.update(r["Hyper_m"] for r in runs.values() if r["model"] == model and is_owl(r["method"]))
+    return [int(x) if x.is_integer() else x for x in sorted(ms)]
+
+
+def allocation_points(cfg: dict, models: dict, runs: dict, model: str, seed: int) -> list[dict]:
+    """Every distinct (sparsity, M, lambda) of a model's OWL runs at ``seed``, the main setting first."""
+    owl = models[model]["owl"]
+    main = (float(cfg["main"]["sparsity"]), float(owl["Hyper_m"]), float(owl["Lamda"]))
+    points = {(r["sparsity"], r["Hyper_m"], r["Lamda"]) for r in runs.values()
+              if r["model"] == model and r["seed"] == seed and is_owl(r["method"])}
+    ordered = sorted(points, key=lambda p: (p != main, p))
+    return [{"sparsity_ratio": s, "Hyper_m": m, "Lamda": lam} for s, m, lam in ordered]
+
+
+def ablation_runs(cfg: dict, runs: dict) -> list[tuple[str, str]]:
+    """Run keys (every seed) of the ablation grid and of its uniform baseline (e.g. Wanda for OWL
+    w. Wanda) at the ablation's sparsity, which the ablation table and heatmap compare cells with."""
+    ab = cfg["ablation"]
+    baseline = OWL_BASELINE.get(ab["method"])
+
+    def in_grid(r):
+        return (r["method"] == ab["method"] and any(math.isclose(r["Hyper_m"], x) for x in ab["Hyper_m"])
+                and any(math.isclose(r["Lamda"], x) for x in ab["Lamda"]))
+
+    return [key for key, r in runs.items()
+            if r["model"] in ab["models"] and math.isclose(r["sparsity"], ab["sparsity"]) and (r["method"] == baseline or in_grid(r))]

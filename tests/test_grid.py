@@ -1,0 +1,117 @@
+"""owl.grid: config validation, run names, the grid per (point, seed), statistics and allocation jobs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from owl import grid
+
+CONFIGS = Path(__file__).resolve().parents[1] / "config"
+SCHEMA = yaml.safe_load((CONFIGS / "schema.yaml").read_text())
+
+
+def config(**changes) -> dict:
+    """A small validated config: one model, main at 70%, a sweep at 50%, a 2x1 ablation."""
+    cfg = {
+        "models": {"m": {"id": "tiny-model"}},
+        "main": {"sparsity": 0.7, "methods": ["dense", "magnitude", "wanda", "wanda_owl", "magnitude_owl"]},
+        "sweep": {"models": ["m"], "methods": ["wanda", "wanda_owl"], "sparsities": [0.5, 0.7]},
+        "ablation": {"models": ["m"], "Hyper_m": [3, 5], "Lamda": [0.08]},
+    }
+    cfg.update(copy.deepcopy(changes))
+    return grid.validate_config(cfg, SCHEMA)
+
+
+def runs_of(cfg: dict) -> dict:
+    return grid.expand_grid(cfg, grid.model_specs(cfg))
+
+
+def test_run_names_carry_the_seed_only_for_runs_that_use_calibration_data():
+    assert grid.point_id("dense", 0.0, 5, 0.08) == "dense"
+    assert grid.point_id("wanda", 0.7, 5, 0.08) == "wanda_s0.7"
+    assert grid.point_id("wanda_owl", 0.7, 5, 0.08) == "wanda_owl_s0.7_m5_l0.08"
+    assert grid.run_name("wanda_s0.7", 3) == "wanda_s0.7_seed3"
+    assert grid.run_name("dense", None) == "dense"
+    assert [m for m in ("dense", "magnitude", "wanda", "sparsegpt", "magnitude_owl", "wanda_owl", "sparsegpt_owl")
+            if grid.uses_calibration_data(m)] == ["wanda", "sparsegpt", "magnitude_owl", "wanda_owl", "sparsegpt_owl"]
+
+
+def test_seeds_default_to_zero_and_a_section_overrides_the_top_level():
+    cfg = config()
+    assert cfg["seeds"] == [0] and all(grid.section_seeds(cfg, s) == [0] for s in ("main", "sweep", "ablation"))
+    cfg = config(seeds=[1, 2], sweep={"models": ["m"], "methods": ["wanda"], "sparsities": [0.5], "seeds": [7]})
+    assert grid.section_seeds(cfg, "main") == [1, 2] and grid.section_seeds(cfg, "sweep") == [7]
+    assert "seeds" not in cfg["main"]  # no default of its own: it inherits
+
+
+def test_one_run_per_point_and_seed_and_dense_and_magnitude_once():
+    one, two = runs_of(config()), runs_of(config(seeds=[0, 1]))
+    uncalibrated = {k for k, r in one.items() if r["seed"] is None}
+    assert {r["method"] for k, r in one.items() if k in uncalibrated} == {"dense", "magnitude"}
+    assert len(two) == 2 * (len(one) - len(uncalibrated)) + len(uncalibrated)
+    assert ("m", "dense") in two and ("m", "magnitude_s0.7") in two
+    assert ("m", "magnitude_owl_s0.7_m5_l0.08_seed1") in two  # its outlier ratios come from the statistics
+    run = two[("m", "wanda_owl_s0.7_m3_l0.08_seed1")]
+    assert (run["point"], run["seed"], run["uses_stats"], run["Hyper_m"]) == ("wanda_owl_s0.7_m3_l0.08", 1, True, 3.0)
+    # the points are the same at every seed
+    assert {r["point"] for r in one.values()} == {r["point"] for r in two.values()}
+
+
+def test_a_point_in_several_sections_runs_at_the_union_of_their_seeds():
+    cfg = config(main={"sparsity": 0.7, "methods": ["wanda"], "seeds": [0, 1, 2]},
+                 sweep={"models": ["m"], "methods": ["wanda"], "sparsities": [0.5, 0.7], "seeds": [5]}, ablation=None)
+    assert sorted(runs_of(cfg)) == [("m", "wanda_s0.5_seed5"), *[("m", f"wanda_s0.7_seed{k}") for k in (0, 1, 2, 5)]]
+
+
+def test_zero_shot_runs_are_the_points_and_seeds_of_its_section():
+    cfg = config(main={"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": [0, 1]},
+                 zero_shot={"models": ["m"], "methods": ["dense", "wanda"], "seeds": [1]})
+    flagged = sorted(k for k, r in runs_of(cfg).items() if r["zero_shot"])
+    assert flagged == [("m", "dense"), ("m", "wanda_s0.7_seed1")]
+
+
+def test_statistics_and_allocations_per_model_and_seed():
+    cfg = config(seeds=[0, 1], sweep={"models": ["m"], "methods": ["wanda_owl"], "sparsities": [0.5], "seeds": [4]})
+    models, runs = grid.model_specs(cfg), runs_of(cfg)
+    assert grid.calibration_seeds(cfg, runs, "m") == [0, 1, 4]
+    assert grid.calib_tag(models["m"]["calibration"], "float32", 4) == "c4-n128-len2048-seed4-float32"
+    at_4 = grid.allocation_points(cfg, models, runs, "m", 4)
+    assert at_4 == [{"sparsity_ratio": 0.5, "Hyper_m": 5.0, "Lamda": 0.08}]
+    at_0 = grid.allocation_points(cfg, models, runs, "m", 0)
+    assert at_0[0] == {"sparsity_ratio": 0.7, "Hyper_m": 5.0, "Lamda": 0.08}  # the main setting first
+    assert {(p["Hyper_m"], p["Lamda"]) for p in at_0} == {(5.0, 0.08), (3.0, 0.08)}
+    # a model with no calibrated run still gets its statistics (the outlier distribution) at the top-level seeds
+    cfg = config(seeds=[2, 3], main={"sparsity": 0.7, "methods": ["dense", "magnitude"]}, sweep=None, ablation=None)
+    assert grid.calibration_seeds(cfg, runs_of(cfg), "m") == [2, 3]
+
+
+def test_ablation_runs_hold_every_seed_of_the_cells_and_of_the_uniform_baseline():
+    cfg = config(seeds=[0, 1], sweep=None)
+    keys = grid.ablation_runs(cfg, runs_of(cfg))
+    assert sorted(keys) == sorted(("m", f"{p}_seed{k}") for p in ("wanda_s0.7", "wanda_owl_s0.7_m3_l0.08", "wanda_owl_s0.7_m5_l0.08")
+                                  for k in (0, 1))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": []}, "seeds: [] should be non-empty"),
+    ({"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements"),
+    ({"seeds": [-1]}, "seeds[0]: -1 is less than the minimum of 0"),
+    ({"main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": [0.5]}}, "main.seeds[0]: 0.5 is not of type 'integer'"),
+    ({"calibration": {"seed": 0}}, "calibration: Additional properties are not allowed ('seed' was unexpected)"),
+    ({"sweep": {"models": ["x"], "methods": ["wanda"], "sparsities": [0.5]}}, "sweep.models: 'x' is not a key of models"),
+])
+def test_a_bad_config_is_one_line_naming_the_key(change, message):
+    with pytest.raises(grid.ConfigError) as caught:
+        config(**change)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_shipped_configs_are_valid_and_default_to_seed_zero():
+    for name in ("default", "paper", "tiny"):
+        cfg = grid.validate_config(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()), SCHEMA)
+        assert 0 in cfg["seeds"]
+        assert all(r["seed"] in (None, *cfg["seeds"], *(cfg["main"].get("seeds") or [])) for r in runs_of(cfg).values())
