@@ -79,7 +79,9 @@ CALIB_SEEDS = {m: grid.calibration_seeds(config, RUNS, m) for m in MODELS}
 
 def calib_tag(model, seed):
     m = MODELS[model]
-    return grid.calib_tag(m["calibration"], m["settings"].get("dtype", PruneSettings.dtype), seed)
+    dtype = m["settings"].get("dtype", PruneSettings.dtype)
+    forward = m["settings"].get("forward_dtype")
+    return grid.calib_tag(m["calibration"], dtype if forward in (None, dtype) else f"{dtype}-forward-{forward}", seed)
 
 
 CALIB_TAG_SEED = {(m, calib_tag(m, seed)): seed for m, seeds in CALIB_SEEDS.items() for seed in seeds}
@@ -194,6 +196,7 @@ def calibrate_params(model, calib):
         "seed": seed,
         "device": settings.get("device"),
         "dtype": settings.get("dtype", PruneSettings.dtype),
+        "forward_dtype": settings.get("forward_dtype"),
         "cache_dir": settings.get("cache_dir"),
         "hyper_ms": grid.calibration_hyper_ms(MODELS, RUNS, model),
         "stats_path": stats_path(model, seed),
