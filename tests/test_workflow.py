@@ -186,8 +186,9 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
     markdown = (out / "tables" / "main.md").read_text()
     for run in expected.values():
         assert f"{ppl(run):.2f}" in markdown
-    gain = ppl("wanda_owl_s0.7_m5_l0.08") - ppl("wanda_s0.7")
-    assert f"({gain:+.2f})" in markdown
+    ratio = ppl("wanda_owl_s0.7_m5_l0.08") / ppl("wanda_s0.7")  # one seed: the paired ratio, no interval
+    assert f"| OWL w. Wanda / Wanda | paired ratio |  | {ratio:.3f} (n=1) |" in markdown
+    assert main.at["wanda_owl", "Tiny-LLaMA_ratio"] == pytest.approx(ratio, rel=1e-5) and main.at["wanda_owl", "Tiny-LLaMA_n_pairs"] == 1
     ablation = pd.read_csv(out / "tables" / "ablation_tiny.csv", index_col="Hyper_m")
     assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04"), rel=1e-5)
     assert ablation.at[5.0, "0.08"] == pytest.approx(ppl("wanda_owl_s0.7_m5_l0.08"), rel=1e-5)
@@ -206,7 +207,7 @@ def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
     runs = out / "runs" / "tiny"
     table = pd.read_csv(out / "tables" / "zero_shot.csv", index_col=["model", "method"])
     assert list(table.index) == [("Tiny-LLaMA", m) for m in TINY_ZERO_SHOT]  # a row per method
-    assert list(table.columns) == ["boolq", "rte", "Mean"]  # a column per task, the mean last
+    assert list(table.columns) == ["boolq", "boolq_stderr", "rte", "rte_stderr", "Mean", "Mean_stderr", "n"]  # per task, the mean last
     markdown = (out / "tables" / "zero_shot.md").read_text()
     for method, run in TINY_ZERO_SHOT.items():
         zs = json.loads((runs / run / "zeroshot.json").read_text())
