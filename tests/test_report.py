@@ -223,6 +223,14 @@ def test_a_seed_on_one_side_only_is_reported_not_dropped(tmp_path):
             "Wanda seed 1 without an OWL run.") in text
 
 
+def test_two_runs_with_the_same_seed_are_an_error_not_a_silent_pick():
+    from owl.errors import OwlError
+
+    runs = report.load_runs([make_result("a", "wanda", 0.7, 10.0, seed=1), make_result("a", "wanda", 0.7, 11.0, seed=1)])
+    with pytest.raises(OwlError, match="two runs of a wanda at sparsity 0.7 with seed 1"):
+        report.main_cells(runs, paper_spec(("a",)))
+
+
 def test_a_calibration_free_baseline_pairs_with_every_seed():
     results = [make_result("a", "magnitude", 0.7, 100.0)]
     results += [make_result("a", "magnitude_owl", 0.7, v, seed=s) for s, v in enumerate([50.0, 40.0, 60.0])]

@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from owl.errors import OwlError
 from owl.report.common import OWL_BASELINE, uses_calibration
 from owl.report.runs import find_runs
 from owl.uncertainty import pair_by_seed, ratio_interval, summarise_cell
@@ -20,8 +21,20 @@ RATIO_COLUMNS = ["baseline", "baseline_mean", "baseline_n", "ratio", "ratio_lowe
 
 
 def seed_values(rows: pd.DataFrame) -> dict[int, float]:
-    """``{seed: perplexity}`` of the runs of one point (runs without a perplexity left out)."""
-    return {int(seed): float(ppl) for seed, ppl in zip(rows["seed"], rows["ppl"]) if not pd.isna(ppl)}
+    """``{seed: perplexity}`` of the runs of one point (runs without a perplexity left out).
+
+    Two runs of one point with the same seed are an error: picking one would hide the other.
+    """
+    values: dict[int, float] = {}
+    for seed, ppl, path in zip(rows["seed"], rows["ppl"], rows["path"]):
+        if pd.isna(ppl):
+            continue
+        if int(seed) in values:
+            first = rows[rows["seed"] == seed].iloc[0]
+            raise OwlError(f"two runs of {first['model']} {first['method']} at sparsity {first['sparsity']:g} with seed {int(seed)} "
+                           f"({', '.join(str(p) for p in rows[rows['seed'] == seed]['path'])}); keep one per seed")
+        values[int(seed)] = float(ppl)
+    return values
 
 
 def protocol(result: dict) -> str:

@@ -231,7 +231,7 @@ def ppl_notes(cells: pd.DataFrame) -> list[str]:
     """What the cells of a perplexity table are, and what a reader must know about them: the
     methods without calibration data, the ratio and its interval, unpaired seeds, mixed protocols."""
     notes = ["Perplexity: geometric mean over calibration seeds (min–max, n = seeds)."]
-    free = [m for m in dict.fromkeys(cells["method"]) if not uses_calibration(m)]
+    free = [m for m in dict.fromkeys(cells["method"]) if not uses_calibration(m) and (cells[cells["method"] == m]["n"] > 0).any()]
     if free:
         names = " and ".join(method_label(m) for m in free)
         text = f"{names} read no calibration data: one run each, shown once (no seed spread)."
