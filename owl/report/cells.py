@@ -37,11 +37,10 @@ def seed_values(rows: pd.DataFrame) -> dict[int, float]:
     return values
 
 
-def protocol(result: dict) -> str:
-    """``device dtype/eval_dtype[ attention]`` of one result, e.g. ``cpu float32/bfloat16``."""
-    device, dtype, eval_dtype, attention = (result.get(f) for f in PROTOCOL_FIELDS)
-    text = f"{device or '?'} {dtype or '?'}/{eval_dtype or dtype or '?'}"
-    return f"{text} {attention}" if attention else text
+def protocol(result: dict) -> list[tuple[str, str]]:
+    """The recorded ``(field, value)`` pairs of :data:`PROTOCOL_FIELDS` of one result (a field the
+    result does not record is left out: unknown, not different)."""
+    return [(f, str(result[f])) for f in PROTOCOL_FIELDS if result.get(f) is not None]
 
 
 def point_stats(runs: pd.DataFrame, model: str, method: str, sparsity: float | None,
@@ -52,19 +51,21 @@ def point_stats(runs: pd.DataFrame, model: str, method: str, sparsity: float | N
     ``mean``/``gsd``/``lower``/``upper``/``n``: geometric mean, geometric sd, min, max and number of
     the seeds' perplexities. The ratio pairs OWL and baseline on the same seed; a baseline that
     reads no calibration data (magnitude) has one value for every seed, so each OWL seed is paired
-    with it. Seeds on one side only are listed in ``only_owl`` / ``only_baseline``.
+    with it. Seeds on one side only are listed in ``only_owl`` / ``only_baseline``. ``protocols``:
+    the device and precision fields recorded by its runs (and its baseline's).
     """
     rows = find_runs(runs, model, method, sparsity, hyper_m, lamda)
     values = seed_values(rows)
     cell = summarise_cell(list(values.values()))
     stats = {"mean": cell.mean, "gsd": cell.gsd, "lower": cell.low, "upper": cell.high, "n": cell.n,
              "seeds": sorted(values), "calibrated": uses_calibration(method),
-             "protocols": sorted({protocol(r) for r in rows["result"]})}
+             "protocols": sorted({pair for r in rows["result"] for pair in protocol(r)})}
     stats.update({c: math.nan for c in RATIO_COLUMNS})
     baseline = OWL_BASELINE.get(method)
     if baseline is None:
         return stats
-    base_values = seed_values(find_runs(runs, model, baseline, sparsity))
+    base_rows = find_runs(runs, model, baseline, sparsity)
+    base_values = seed_values(base_rows)
     base = summarise_cell(list(base_values.values()))
     if not uses_calibration(baseline) and base.n:
         base_values = {seed: base.mean for seed in values}
@@ -72,7 +73,8 @@ def point_stats(runs: pd.DataFrame, model: str, method: str, sparsity: float | N
     ratio = ratio_interval(list(pairing.ratios.values()))
     stats.update(baseline=baseline, baseline_mean=base.mean, baseline_n=base.n, ratio=ratio.ratio,
                  ratio_lower=ratio.lower, ratio_upper=ratio.upper, n_pairs=ratio.n_pairs, wins=ratio.wins,
-                 only_owl=pairing.only_treated, only_baseline=pairing.only_baseline)
+                 only_owl=pairing.only_treated, only_baseline=pairing.only_baseline,
+                 protocols=sorted({*stats["protocols"], *(pair for r in base_rows["result"] for pair in protocol(r))}))
     return stats
 
 

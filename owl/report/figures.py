@@ -118,7 +118,8 @@ def plot_layerwise(outlier_ratios, sparsities, target: float, *, achieved=None, 
     ax.set_ylabel("sparsity")
     _integer_ticks(ax, n)
     # Below the axes: inside, it hid the allocation of the first blocks whatever corner it took.
-    ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(handles), 3), frameon=False)
+    # A figure legend "outside": the constrained layout makes room for it (also on two rows).
+    fig.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=len(handles) if len(handles) <= 4 else 3, frameon=False)
     if title:
         ax.set_title(title, fontsize="medium")
     return fig

@@ -61,7 +61,7 @@ def sweep_cells(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
 def ablation_cells(runs: pd.DataFrame, spec: dict, model_key: str) -> pd.DataFrame:
     """A row per (M, lambda) of the ablation method at its sparsity, paired with its uniform baseline."""
     ab = spec["ablation"]
-    model = next(iter(model_entries(spec, [model_key])))
+    (model,) = model_entries(spec, [model_key])
     rows = [_point(runs, model, ab["method"], ab["sparsity"], hyper_m=float(m), lamda=float(lamda))
             for m in ab["Hyper_m"] for lamda in ab["Lamda"]]
     return cells_frame(rows)
@@ -114,7 +114,7 @@ def ablation_baseline(runs: pd.DataFrame, spec: dict, model_key: str) -> tuple[s
     baseline = OWL_BASELINE.get(ab["method"])
     if baseline is None:
         return None
-    model = next(iter(model_entries(spec, [model_key])))
+    (model,) = model_entries(spec, [model_key])
     stats = _point(runs, model, baseline, ab["sparsity"])
     return None if stats["n"] == 0 else (baseline, float(stats["mean"]))
 
@@ -259,9 +259,13 @@ def ppl_notes(cells: pd.DataFrame) -> list[str]:
     if unpaired:
         notes.append(f"{UNPAIRED_MARK} Unpaired seeds, left out of the ratio: "
                      + "; ".join(f"{', '.join(wheres)}: {what}" for what, wheres in unpaired.items()) + ".")
-    protocols = sorted({p for ps in cells["protocols"] for p in ps})
-    if len(protocols) > 1:
-        notes.append("Runs differ in device or precision (device dtype/eval dtype): " + ", ".join(protocols) + ".")
+    recorded: dict[str, set[str]] = {}
+    for pairs in cells["protocols"]:
+        for field, value in pairs:
+            recorded.setdefault(field, set()).add(value)
+    mixed = [f"{field} ({', '.join(sorted(values))})" for field, values in recorded.items() if len(values) > 1]
+    if mixed:
+        notes.append("The runs of this table differ in " + ", ".join(mixed) + ".")
     return notes
 
 
