@@ -477,6 +477,26 @@ def test_figures_with_seeds_draw_bars_bands_and_whiskers(tmp_path):
     assert whiskers and len(whiskers[0].errorbar.lines[2][0].get_segments()) == 4  # a whisker per block
 
 
+def test_seeded_result_files_in_folders_give_tables_and_figures_with_intervals(tmp_path):
+    """Result files as a workflow with seeds writes them (the seed only inside each file), read
+    back by find_results / load_runs / infer_spec, as the notebooks do by hand."""
+    results = seeded_results(sparsity=0.7) + [r for r in seeded_results(sparsity=0.5) if r["prune_method"] not in ("dense", "magnitude")]
+    for i, result in enumerate(results):
+        report.write_json(tmp_path / "runs" / "a" / f"run{i:02d}" / "result.json", result)
+    runs = report.load_runs(report.find_results(tmp_path / "runs"))
+    assert sorted(set(runs["seed"])) == [0, 1, 2, 3, 4] and len(runs) == len(results)
+    spec = report.infer_spec(runs)
+    assert spec["main"]["sparsity"] == 0.7 and spec["sweep"]["sparsities"] == [0.5, 0.7]
+    assert (spec["models"][0]["Hyper_m"], spec["models"][0]["Lamda"]) == (5.0, 0.08)
+    written = report.build_tables(runs, spec, tmp_path / "tables")
+    ratio, lower, upper = t_interval(WANDA_OWL_RATIO)
+    assert f"**{ratio:.3f}** [{lower:.3f}, {upper:.3f}] better, wins 5/5" in written["main"]["markdown"]
+    sweep = pd.read_csv(tmp_path / "tables" / "sweep.csv", index_col=["model", "method"])
+    assert sweep.loc[("a", "sparsegpt_owl"), "0.7_ratio_lower"] < 1 < sweep.loc[("a", "sparsegpt_owl"), "0.7_ratio_upper"]
+    figures = report.build_figures(runs, spec, tmp_path / "figures")
+    assert sorted(figures) == ["layerwise_a", "sweep_a"]
+
+
 # ---- allocation and one run ------------------------------------------------------------------
 def test_allocation_record_from_lod():
     lod = {"model": "m", "n_blocks": 4, "block_params": [10, 10, 20, 20],

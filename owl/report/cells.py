@@ -26,13 +26,14 @@ def seed_values(rows: pd.DataFrame) -> dict[int, float]:
     Two runs of one point with the same seed are an error: picking one would hide the other.
     """
     values: dict[int, float] = {}
-    for seed, ppl, path in zip(rows["seed"], rows["ppl"], rows["path"]):
+    for seed, ppl in zip(rows["seed"], rows["ppl"]):
         if pd.isna(ppl):
             continue
         if int(seed) in values:
-            first = rows[rows["seed"] == seed].iloc[0]
+            same = rows[rows["seed"] == seed]
+            first = same.iloc[0]
             raise OwlError(f"two runs of {first['model']} {first['method']} at sparsity {first['sparsity']:g} with seed {int(seed)} "
-                           f"({', '.join(str(p) for p in rows[rows['seed'] == seed]['path'])}); keep one per seed")
+                           f"({', '.join(str(p) for p in same['path'])}); keep one per seed")
         values[int(seed)] = float(ppl)
     return values
 
