@@ -533,6 +533,7 @@ def test_run_summary_and_single_run_figures():
     fig = report.plot_layerwise(result["outlier_ratios"], result["layer_sparsities"], 0.7, achieved=result["layer_achieved_sparsities"])
     assert len(fig.axes) == 2  # sparsity and the LOD bars
     assert len(report.plot_layerwise(None, [0.7] * 4, 0.7).axes) == 1
+    assert len(report.plot_layerwise([None] * 4, [0.7] * 4, 0.7).axes) == 1  # ratios not computed: no bars
     lod = {"model": "m", "outlier_ratios": {"3": [1.0, 2.0], "5": [0.5, 1.0]}}
     assert len(report.plot_lod(lod).axes[0].patches) == 4
 

@@ -94,7 +94,7 @@ def plot_layerwise(outlier_ratios, sparsities, target: float, *, achieved=None, 
     ax = fig.add_subplot()
     handles = []
     ratio_rows = _seed_rows(outlier_ratios)
-    if ratio_rows is not None and ratio_rows.shape[1] == n:
+    if ratio_rows is not None and ratio_rows.shape[1] == n and np.isfinite(ratio_rows).any():  # null: not computed
         ax2 = ax.twinx()
         several = len(ratio_rows) > 1
         handles.append(ax2.bar(blocks, ratio_rows.mean(axis=0), color="0.85", yerr=_spread(ratio_rows) if several else None,
