@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from owl.errors import OwlError
+from owl.uncertainty import mean_stderr
 
 logger = logging.getLogger("owl.zeroshot")
 
@@ -457,9 +458,11 @@ def evaluate_zero_shot(
         ``{"accuracy": {task: acc}, "mean": float | None, "tasks_in_mean": [...],
         "missing": {task: reason}, "metric": {task: "acc" | "acc_norm"},
         "n_examples": {task: int}, "limit": limit, "acc_norm": {task: float},
-        "stderr": {task: float}, "source": {task: str}, "add_bos_token": bool | None,
-        "lm_eval_version": str}``.
-        Accuracies are fractions in [0, 1] in lm-eval's ``PAPER_METRIC`` for the task.
+        "stderr": {task: float}, "mean_stderr": float | None, "source": {task: str},
+        "add_bos_token": bool | None, "lm_eval_version": str}``.
+        Accuracies are fractions in [0, 1] in lm-eval's ``PAPER_METRIC`` for the task; ``stderr`` is
+        lm-eval's standard error of each, ``mean_stderr`` that of the mean, ``sqrt(sum se^2) / k``
+        over its k tasks (taken as independent; None unless every task in the mean has one).
     """
     names = _validate_tasks(tasks)
     limit = _validate_limit(limit)
@@ -484,6 +487,7 @@ def evaluate_zero_shot(
         "limit": limit,
         "acc_norm": {},
         "stderr": {},
+        "mean_stderr": None,
         "source": {n: source[n] for n in names if n in source},
         "add_bos_token": add_bos_token,
         "lm_eval_version": _lm_eval_version(),
@@ -560,6 +564,8 @@ def evaluate_zero_shot(
     if result["tasks_in_mean"]:
         accs = [result["accuracy"][n] for n in result["tasks_in_mean"]]
         result["mean"] = sum(accs) / len(accs)
+        if all(n in result["stderr"] for n in result["tasks_in_mean"]):
+            result["mean_stderr"] = mean_stderr([result["stderr"][n] for n in result["tasks_in_mean"]])
     logger.info(
         "zero-shot accuracy: %s; mean %s over %d task(s)%s",
         ", ".join(f"{n} {a:.4f}" for n, a in result["accuracy"].items()),

@@ -142,7 +142,7 @@ def test_prune_notebook(executed):
 def test_tables_notebook(executed):
     root, nb = _check(executed, "tables")
     text = (root / "tables" / "main.md").read_text()
-    assert "**30.00** (-10.00)" in text and "| Dense | - | - | 20.00 |" in text
+    assert "| OWL w. Wanda / Wanda | paired ratio |  | 0.750 (n=1) |" in text and "| Dense | - | - | 20.00 |" in text
     assert any("text/markdown" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 

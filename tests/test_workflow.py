@@ -9,6 +9,7 @@ dry runs or stop before any job.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -217,9 +218,16 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
     assert list(main.index) == ["dense", "magnitude", "wanda", "wanda_owl", "sparsegpt", "sparsegpt_owl"]
     for method, run in {"dense": "dense", "magnitude": "magnitude_s0.7"}.items():
         assert main.at[method, "Tiny-LLaMA"] == pytest.approx(ppl(run), rel=1e-5)
-    for method in ("wanda", "sparsegpt"):
-        value, draws = main.at[method, "Tiny-LLaMA"], [ppl(f"{method}_s0.7_seed{k}") for k in (0, 1)]
-        assert min(draws) * (1 - 1e-5) <= value <= max(draws) * (1 + 1e-5)
+    for method in ("wanda", "sparsegpt"):  # two seeds: the geometric mean of the two draws
+        draws = [ppl(f"{method}_s0.7_seed{k}") for k in (0, 1)]
+        assert main.at[method, "Tiny-LLaMA"] == pytest.approx(math.sqrt(draws[0] * draws[1]), rel=1e-5)
+        assert main.at[method, "Tiny-LLaMA_n"] == 2
+    ratios = [ppl(f"wanda_owl_s0.7_m5_l0.08_seed{k}") / ppl(f"wanda_s0.7_seed{k}") for k in (0, 1)]  # paired by seed
+    ratio = math.sqrt(ratios[0] * ratios[1])
+    assert main.at["wanda_owl", "Tiny-LLaMA_ratio"] == pytest.approx(ratio, rel=1e-5)
+    assert main.at["wanda_owl", "Tiny-LLaMA_n_pairs"] == 2
+    assert main.at["wanda_owl", "Tiny-LLaMA_ratio_lower"] < ratio < main.at["wanda_owl", "Tiny-LLaMA_ratio_upper"]
+    assert f"{ppl('dense'):.2f}" in (out / "tables" / "main.md").read_text()
     ablation = pd.read_csv(out / "tables" / "ablation_tiny.csv", index_col="Hyper_m")
     assert ablation.at[3.0, "0.04"] == pytest.approx(ppl("wanda_owl_s0.7_m3_l0.04_seed0"), rel=1e-5)
     sweep = pd.read_csv(out / "tables" / "sweep.csv", index_col=["model", "method"])
@@ -241,7 +249,7 @@ def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
     runs = out / "runs" / "tiny"
     table = pd.read_csv(out / "tables" / "zero_shot.csv", index_col=["model", "method"])
     assert list(table.index) == [("Tiny-LLaMA", m) for m in TINY_ZERO_SHOT]  # a row per method
-    assert list(table.columns) == ["boolq", "rte", "Mean"]  # a column per task, the mean last
+    assert list(table.columns) == ["boolq", "boolq_stderr", "rte", "rte_stderr", "Mean", "Mean_stderr", "n"]  # per task, the mean last
     markdown = (out / "tables" / "zero_shot.md").read_text()
     for method, run in TINY_ZERO_SHOT.items():
         zs = json.loads((runs / run / "zeroshot.json").read_text())

@@ -155,6 +155,9 @@ def test_accuracy_matches_direct_loglikelihood(model, tokenizer, data_dir, monke
     assert result["metric"] == {t: PAPER_METRIC[t] for t in CHECKED_TASKS}
     assert all(result["source"][t].startswith("local:") for t in CHECKED_TASKS)
     assert result["mean"] == pytest.approx(sum(result["accuracy"].values()) / len(CHECKED_TASKS))
+    # lm-eval's standard errors, and the mean's: sqrt(sum se^2) / k
+    assert set(result["stderr"]) == set(CHECKED_TASKS)
+    assert result["mean_stderr"] == pytest.approx(sum(se**2 for se in result["stderr"].values()) ** 0.5 / len(CHECKED_TASKS))
 
     loaded, missing, _ = load_tasks(CHECKED_TASKS, data_dir)
     assert missing == {}
