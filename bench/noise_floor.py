@@ -88,6 +88,32 @@ def summarise(runs: list[dict], base_seed: int) -> list[dict]:
     return rows
 
 
+def precision_vs_base(runs: list[dict], config: str = "mixed") -> list[dict]:
+    """Per (method, sparsity): ``config`` / base paired by seed (same calibration windows), the
+    geometric-mean ratio with its 95% t-interval, beside the base's seed-to-seed geometric sd.
+    The precision is "just another float path" when the interval holds 1 and the ratio's spread
+    is no wider than the seeds'."""
+    sys.path.insert(0, str(REPO))
+    from owl.uncertainty import pair_by_seed, ratio_interval
+
+    out = []
+    for method, sparsity in sorted({(r["method"], r["sparsity"]) for r in runs}, key=lambda p: (p[1], p[0])):
+        mine = [r for r in runs if (r["method"], r["sparsity"]) == (method, sparsity)]
+        treated = {r["seed"]: r["ppl"] for r in mine if r["config"] == config}
+        if not treated:
+            continue
+        base = {r["seed"]: r["ppl"] for r in mine if r["config"] == "base"}
+        pairing = pair_by_seed(treated, base)
+        summary = ratio_interval(list(pairing.ratios.values()))
+        seed_gsd = geometric_sd(list(base.values()))
+        out.append({"method": method, "sparsity": sparsity, "config": config, "ratios": pairing.ratios,
+                    "only_one_side": pairing.only_treated + pairing.only_baseline,
+                    "ratio": summary.ratio, "lower": summary.lower, "upper": summary.upper, "n_pairs": summary.n_pairs,
+                    "ratio_geometric_sd": geometric_sd(list(pairing.ratios.values())), "seed_geometric_sd": seed_gsd,
+                    "interval_holds_1": bool(summary.has_interval and summary.lower <= 1 <= summary.upper)})
+    return out
+
+
 def owl_vs_uniform(runs: list[dict]) -> list[dict]:
     """OWL w. Wanda / Wanda per (sparsity, configuration, seed): does the float path flip the comparison?"""
     by_key = {(r["config"], r["seed"], r["sparsity"], r["method"]): r["ppl"] for r in runs}
@@ -113,11 +139,14 @@ def cpu_info() -> dict:
     return {"cpu": name, "logical_cpus": os.cpu_count(), **{flag: flag in flags for flag in CPU_FLAGS}}
 
 
-def configurations(seeds: list[int], base_seed: int) -> list[dict]:
-    """Base at every seed (base_seed first, so it computes the shared statistics), then each factor at base_seed."""
+def configurations(seeds: list[int], base_seed: int, mixed_forward_dtype: str | None = None) -> list[dict]:
+    """Base at every seed (base_seed first, so it computes the shared statistics), then each factor at
+    base_seed; with ``mixed_forward_dtype`` also the base at every seed with block forwards in it."""
     ordered = [base_seed, *[s for s in seeds if s != base_seed]]
     configs = [{"config": "base", "seed": s, **BASE} for s in ordered]
     configs += [{"config": name, "seed": base_seed, **{**BASE, name: value}} for name, value in FACTORS.items()]
+    if mixed_forward_dtype:
+        configs += [{"config": "mixed", "seed": s, **BASE, "forward_dtype": mixed_forward_dtype} for s in ordered]
     return configs
 
 
@@ -138,13 +167,15 @@ def child(spec: dict) -> list[dict]:
             model=spec["model"], prune_method=method, sparsity_ratio=sparsity, Hyper_m=spec["Hyper_m"], Lamda=spec["Lamda"],
             nsamples=spec["nsamples"], seqlen=spec["seqlen"], seed=spec["seed"], calib_batch_size=spec["calib_batch_size"],
             attn_implementation=spec["attn_implementation"], dtype=spec["dtype"], eval_dtype=spec["eval_dtype"],
+            forward_dtype=spec.get("forward_dtype"),
             device=spec["device"], eval_limit=spec["eval_limit"], cache_dir=spec["cache_dir"], stats_path=stats_path,
         ).validate()
         tick = time.perf_counter()
         result = run_prune(settings)
         records.append({"config": spec["config"], "seed": spec["seed"], "method": method, "sparsity": sparsity,
                         "threads": torch.get_num_threads(), "calib_batch_size": spec["calib_batch_size"],
-                        "attn_implementation": result["attn_implementation"], "ppl": result["ppl"]["wikitext2"],
+                        "attn_implementation": result["attn_implementation"], "forward_dtype": result["forward_dtype"],
+                        "eval_dtype": result["eval_dtype"], "ppl": result["ppl"]["wikitext2"],
                         "eval_windows": result["eval_windows"], "achieved_sparsity": result["achieved_sparsity"],
                         "outlier_ratios": result["outlier_ratios"], "seconds": round(time.perf_counter() - tick, 1)})
     return records
@@ -184,6 +215,8 @@ def parse_args(argv=None):
     p.add_argument("--eval_dtype", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache_dir", default=None, help="default $OWL_CACHE_DIR or ~/.cache/owl (shared statistics live there)")
+    p.add_argument("--mixed_forward_dtype", default="bfloat16",
+                   help="also run the base at every seed with block forwards in this dtype (mixed precision), paired by seed; 'none' to skip")
     p.add_argument("--own_statistics", action="store_true", help="every configuration computes its own OWL statistics")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny random model, 2 windows of 64, 2 test windows, 2 seeds")
     p.add_argument("--out", default=str(DEFAULT_OUT))
@@ -228,11 +261,13 @@ def main(argv=None) -> dict:
               "eval_dtype": args.eval_dtype, "device": args.device, "cache_dir": args.cache_dir,
               "own_statistics": args.own_statistics, "work": str(work)}
     runs = []
-    for config in configurations(list(range(n_seeds)), args.seed):
+    mixed = None if args.mixed_forward_dtype in (None, "none", args.dtype) else args.mixed_forward_dtype
+    for config in configurations(list(range(n_seeds)), args.seed, mixed):
         print(f"noise_floor: {config['config']} seed {config['seed']} ({config['threads']} threads, "
               f"batch {config['calib_batch_size']}, {config['attn_implementation']})", file=sys.stderr, flush=True)
         runs += run_configuration({**common, **config}, env)
-    rows, ratios = summarise(runs, args.seed), owl_vs_uniform(runs)
+    rows, ratios = summarise([r for r in runs if r["config"] != "mixed"], args.seed), owl_vs_uniform(runs)
+    precision = precision_vs_base(runs)
     report = {
         "command": "python bench/noise_floor.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": started.isoformat(timespec="seconds"),
@@ -242,6 +277,7 @@ def main(argv=None) -> dict:
                      "statistics": "per configuration" if args.own_statistics else "once per seed, shared by the float-path variants"},
         "summary": rows,
         "owl_vs_uniform": ratios,
+        "mixed_vs_base": precision,
         "runs": runs,
     }
     sys.path.insert(0, str(REPO))
@@ -252,6 +288,12 @@ def main(argv=None) -> dict:
     write_json_atomic(args.out, report)
     shutil.rmtree(work, ignore_errors=True)
     print(format_table(rows, ratios))
+    if precision:
+        print(f"\n| method | sparsity | {mixed} forwards / float32, paired by seed (95% t-interval) | n | ratio gsd | seed gsd |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in precision:
+            print(f"| {r['method']} | {r['sparsity']:g} | {r['ratio']:.4f} [{r['lower']:.4f}, {r['upper']:.4f}] | {r['n_pairs']} "
+                  f"| {r['ratio_geometric_sd']:.4f} | {r['seed_geometric_sd']:.4f} |")
     return report
 
 

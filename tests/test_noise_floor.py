@@ -52,3 +52,17 @@ def test_configurations_run_the_base_seed_first_and_change_one_factor_at_a_time(
     for c in configs[3:]:
         changed = {k for k in noise_floor.BASE if c[k] != noise_floor.BASE[k]}
         assert changed == {c["config"]}
+
+
+def test_mixed_precision_runs_at_every_seed_and_pairs_with_the_base_by_seed():
+    configs = noise_floor.configurations([0, 1, 2], base_seed=0, mixed_forward_dtype="bfloat16")
+    mixed = [c for c in configs if c["config"] == "mixed"]
+    assert [c["seed"] for c in mixed] == [0, 1, 2] and all(c["forward_dtype"] == "bfloat16" for c in mixed)
+    runs = _runs([100.0, 200.0, 400.0], {}) + [
+        {"config": "mixed", "seed": k, "method": "wanda", "sparsity": 0.7, "ppl": p} for k, p in enumerate([110.0, 220.0, 440.0])]
+    (row,) = noise_floor.precision_vs_base(runs)
+    assert row["ratios"] == {0: pytest.approx(1.1), 1: pytest.approx(1.1), 2: pytest.approx(1.1)}
+    assert row["ratio"] == pytest.approx(1.1) and row["n_pairs"] == 3 and not row["interval_holds_1"]
+    assert row["seed_geometric_sd"] == pytest.approx(2.0)
+    missing = [r for r in runs if not (r["config"] == "mixed" and r["seed"] == 2)]
+    assert noise_floor.precision_vs_base(missing)[0]["only_one_side"] == [2]  # reported, not dropped

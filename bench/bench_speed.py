@@ -1,0 +1,163 @@
+"""Old against new, side by side in one run: what one pruning run costs, per phase and method.
+
+Every measurement is a fresh subprocess (``owl.pipeline.run_prune``, the public entry point both
+trees share) with ``PYTHONPATH`` at the tree under test, run one after another on the same
+machine, so old and new see the same load. Reported per run: the phases that ``run_prune`` times
+(statistics pass, pruning pass, evaluation), the whole process (model load included), tokens/s of
+the pruning pass, its share of the measured float32 matmul rate, and peak resident memory.
+
+Protocol (issue 11): SmolLM2-135M, 70% unstructured, M 5, lambda 0.08, 8 C4 windows of 2048,
+seed 0, the first 8 WikiText-2 windows; weights and pruning pass in float32; evaluation in the
+default config's ``eval_dtype`` (``--eval_dtype``). Old code: a checkout of the commit before the
+work (``git worktree add --detach ../old <commit>``).
+
+    OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (label, prune_method, statistics cached?, evaluate?, extra settings). The first run of a tree
+# computes the statistics; the others reuse them, as a grid does.
+RUNS = (
+    ("wanda_owl, first run", "wanda_owl", False, True, {}),
+    ("wanda_owl, statistics cached", "wanda_owl", True, True, {}),
+    ("wanda", "wanda", True, False, {}),
+    ("sparsegpt_owl, statistics cached", "sparsegpt_owl", True, True, {}),
+    ("sparsegpt", "sparsegpt", True, False, {}),
+    ("magnitude", "magnitude", True, False, {}),
+)
+MIXED_RUNS = (  # statistics of bf16 forwards are their own (their meta differs): computed first
+    ("wanda_owl, first run, bf16 forwards", "wanda_owl", False, True, {"forward_dtype": "bfloat16"}),
+    ("wanda_owl, statistics cached, bf16 forwards", "wanda_owl", True, True, {"forward_dtype": "bfloat16"}),
+    ("sparsegpt_owl, statistics cached, bf16 forwards", "sparsegpt_owl", True, True, {"forward_dtype": "bfloat16"}),
+)
+
+WORKER = r"""
+import json, resource, sys, time
+started = time.perf_counter()
+import torch
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"])
+from owl.pipeline import run_prune
+from owl.settings import PruneSettings
+result = run_prune(PruneSettings(**spec["settings"]))
+print("BENCH " + json.dumps({
+    "process_s": time.perf_counter() - started,
+    "timings_s": result["timings_s"],
+    "ppl": result["ppl"].get("wikitext2"),
+    "achieved_sparsity": result["achieved_sparsity"],
+    "eval_dtype": result["eval_dtype"],
+    "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+"""
+
+MATMUL = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(4096, 576), torch.randn(576, 1536)
+for _ in range(3): a @ b
+best = min((lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(20))
+print(json.dumps(2 * 4096 * 576 * 1536 / best / 1e9))
+"""
+
+
+def cpu_record() -> dict:
+    flags, model = set(), ""
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key.strip() == "flags" and not flags:
+                flags = set(value.split())
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+
+
+def run_worker(tree: Path, spec: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], env=env, cwd=tree,
+                          capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"worker failed in {tree}:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("BENCH "):])
+
+
+def flops_per_token(hidden=576, intermediate=1536, q_heads=9, kv_heads=3, head_dim=64, seqlen=2048) -> float:
+    """Multiply-adds x 2 of one LLaMA block per token: linears plus causal attention (half of QK^T, AV)."""
+    linear = hidden * hidden * 2 + hidden * kv_heads * head_dim * 2 + 3 * hidden * intermediate
+    attention = 2 * q_heads * head_dim * seqlen / 2
+    return 2 * (linear + attention)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", required=True, help="checkout of the code before the change")
+    p.add_argument("--new", default=str(REPO))
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--nsamples", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--eval_limit", type=int, default=8)
+    p.add_argument("--eval_dtype", default="bfloat16", help="the default config's (auto: bfloat16 on an avx512_bf16 CPU)")
+    p.add_argument("--calib_batch_size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", default="", help="comma-separated labels to run (default: all)")
+    p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
+    p.add_argument("--out", default=str(REPO / "bench" / "results_speed.json"))
+    args = p.parse_args(argv)
+
+    trees = {"old": Path(args.old).resolve(), "new": Path(args.new).resolve()}
+    work = Path(tempfile.mkdtemp(prefix="owl-bench-speed-"))
+    gflops = json.loads(subprocess.run([sys.executable, "-c", MATMUL, str(args.threads)], capture_output=True, text=True, check=True).stdout)
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_record(),
+              "matmul_gflops_float32": gflops, "args": vars(args), "runs": []}
+    tokens = args.nsamples * args.seqlen
+    # The pruning pass: two block forwards (observe + recompute) over the calibration tokens.
+    pass_flop = 2 * 30 * tokens * flops_per_token(seqlen=args.seqlen)
+    plan = [(name, r) for name in ("old", "new") for r in RUNS]
+    if not args.no_mixed:
+        plan += [("new", r) for r in MIXED_RUNS]
+    wanted = {w.strip() for w in args.runs.split(",") if w.strip()}
+    for tree_name, (label, method, cached, evaluate, extra) in plan:
+        if wanted and label not in wanted:
+            continue
+        stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
+        if not cached and stats.exists():
+            stats.unlink()
+        settings = {"model": args.model, "prune_method": method, "sparsity_ratio": 0.7, "Hyper_m": 5.0, "Lamda": 0.08,
+                    "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": 0, "device": "cpu", "dtype": "float32",
+                    "calib_batch_size": args.calib_batch_size, "stats_path": str(stats),
+                    "eval_dtype": args.eval_dtype, "eval_limit": args.eval_limit,
+                    "eval_dataset": "wikitext2" if evaluate else None, **extra}
+        tick = time.perf_counter()
+        out = run_worker(trees[tree_name], {"threads": args.threads, "settings": settings})
+        out["wall_s"] = time.perf_counter() - tick
+        pruning = out["timings_s"]["pruning"]
+        if method != "magnitude" and pruning > 0:
+            out["pruning_tokens_per_s"] = tokens / pruning
+            out["pruning_share_of_matmul_rate"] = pass_flop / pruning / (gflops * 1e9)
+        row = {"tree": tree_name, "label": label, "method": method, **out}
+        report["runs"].append(row)
+        t = out["timings_s"]
+        print(f"{tree_name:3} {label:48} stats {t['calibration']:7.1f}  pruning {pruning:7.1f}  eval {t['evaluation']:6.1f}  "
+              f"process {out['process_s']:7.1f}  ppl {out['ppl']}  rss {out['max_rss_mib']:.0f} MiB", flush=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")  # partial results survive an interruption
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
