@@ -253,6 +253,7 @@ def run_prune(settings: PruneSettings) -> dict:
         )
         timings["zero_shot"] = time.perf_counter() - tick
         result["zero_shot"] = {**details["accuracy"], "mean": details["mean"]}
+        result["zero_shot_stderr"] = {**details["stderr"], "mean": details["mean_stderr"]}  # lm-eval's, per task
         result["zero_shot_details"] = {k: v for k, v in details.items() if k not in ("accuracy", "mean")}
     timings["total"] = time.perf_counter() - started
 

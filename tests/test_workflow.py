@@ -258,6 +258,7 @@ def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
         assert zs["ppl"] == {} and zs["settings"]["eval_dataset"] is None and zs["settings"]["eval_zero_shot"] is True
         assert zs["layer_achieved_sparsities"] == result["layer_achieved_sparsities"] and zs["settings"]["nsamples"] == 4
         assert zs["zero_shot_details"]["limit"] == 2 and zs["statistics_path"] == result["statistics_path"]
+        assert set(zs["zero_shot_stderr"]) == set(zs["zero_shot"]) and zs["zero_shot_stderr"]["mean"] > 0  # lm-eval's errors
         # and the prune job ran no zero-shot: its parameters are those of a run without a zero_shot section
         assert "zero_shot" not in result and result["settings"]["eval_zero_shot"] is False
         assert yaml.safe_load((runs / run / "prune.params.yaml").read_text())["eval_zero_shot"] is False
