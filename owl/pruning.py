@@ -23,11 +23,11 @@ def _batches(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def compute_statistics(
-    model: nn.Module, windows: torch.Tensor, device, batch_size: int, meta: dict | None = None
+    model: nn.Module, windows: torch.Tensor, device, batch_size: int, meta: dict | None = None, storage=None
 ) -> CalibrationStatistics:
     """Wanda statistics of every linear sublayer, on the dense model, one forward per block and batch."""
     scaler_rows = []
-    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc="statistics (dense model)"):
+    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc="statistics (dense model)", storage=storage):
         accumulators = {name: RowNormAccumulator(layer.in_features, device) for name, layer in step.linear_layers.items()}
         step.forward({name: acc.add for name, acc in accumulators.items()}, advance=True)
         scaler_rows.append({name: acc.value.cpu() for name, acc in accumulators.items()})
@@ -43,8 +43,10 @@ def prune_model(
     device,
     windows: torch.Tensor | None = None,
     batch_size: int = 8,
+    storage=None,
 ) -> None:
-    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt)."""
+    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt).
+    ``storage``: where the calibration hidden states are kept (owl.memory.activation_storage)."""
     blocks = find_decoder_blocks(model)
     if len(targets) != len(blocks):
         raise ValueError(f"{len(targets)} block targets for {len(blocks)} blocks")
@@ -59,7 +61,7 @@ def prune_model(
         return
     if windows is None:
         raise ValueError(f"{method} needs calibration windows")
-    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc=f"pruning ({method})"):
+    for step in sequential_blocks(model, _batches(windows, batch_size), device, desc=f"pruning ({method})", storage=storage):
         accumulators = {name: accumulator_class(layer.in_features, device) for name, layer in step.linear_layers.items()}
         step.forward({name: acc.add for name, acc in accumulators.items()})
         for name, layer in step.linear_layers.items():

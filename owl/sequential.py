@@ -70,8 +70,11 @@ class BlockInputs:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, token_batches: list[torch.Tensor], device: torch.device) -> BlockInputs:
-    """Inputs of every block for every batch, computed with only the non-block modules on ``device``."""
+def capture_block_inputs(
+    model: nn.Module, token_batches: list[torch.Tensor], device: torch.device, storage: torch.device | None = None
+) -> BlockInputs:
+    """Inputs of every block for every batch, computed with only the non-block modules on ``device``;
+    the hidden states are kept on ``storage`` (default ``device``; the host when the device is short)."""
     blocks = find_decoder_blocks(model)
     records: list = []
     catchers = [_BlockInputCatcher(i, records, i == len(blocks) - 1) for i in range(len(blocks))]
@@ -91,7 +94,7 @@ def capture_block_inputs(model: nn.Module, token_batches: list[torch.Tensor], de
                 for index, block_hidden, block_args, block_kwargs in records:
                     block_kwargs = {k: v for k, v in block_kwargs.items() if k not in ("past_key_value", "past_key_values")}
                     if index == 0:
-                        hidden.append(block_hidden)
+                        hidden.append(block_hidden.to(storage or device))
                     if kwargs[index]:
                         block_kwargs = _share_equal_tensors(block_kwargs, kwargs[index][0])
                         block_args = _share_equal_tensors(block_args, args[index][0])
@@ -127,25 +130,29 @@ class BlockStep:
     def forward(self, observers: dict[str, Callable] | None = None, advance: bool = False) -> None:
         """Run the block on every batch; with ``advance`` its outputs become the next block's inputs."""
         with observe_inputs(self.linear_layers, observers or {}):
+            device = next(self.block.parameters()).device
             for b, hidden in enumerate(self._inputs.hidden):
-                out = self.block(hidden, *self._inputs.args[self.index][b], **self._inputs.kwargs[self.index][b])
+                # Hidden states kept on the host are streamed to the block's device one batch at a time.
+                out = self.block(hidden.to(device), *self._inputs.args[self.index][b], **self._inputs.kwargs[self.index][b])
                 if isinstance(out, (tuple, list)):
                     out = out[0]
                 if advance:
-                    self._inputs.hidden[b] = out
+                    self._inputs.hidden[b] = out.to(hidden.device)
 
 
 def sequential_blocks(
-    model: nn.Module, token_batches: list[torch.Tensor], device: torch.device | str, desc: str = "blocks"
+    model: nn.Module, token_batches: list[torch.Tensor], device: torch.device | str, desc: str = "blocks",
+    storage: torch.device | str | None = None,
 ) -> Iterator[BlockStep]:
     """Yield a :class:`BlockStep` per block, the block on ``device`` while the caller works on it.
 
     The caller must call ``step.forward(..., advance=True)`` exactly once per step (last), so the
-    next block sees this block's outputs.
+    next block sees this block's outputs. ``storage``: where the hidden states of all batches are
+    kept between blocks (default ``device``; ``cpu`` streams them per batch to a GPU, see owl.memory).
     """
     device = torch.device(device)
     blocks = find_decoder_blocks(model)
-    inputs = capture_block_inputs(model, token_batches, device)
+    inputs = capture_block_inputs(model, token_batches, device, torch.device(storage) if storage else None)
     home = next(blocks[0].parameters()).device
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
