@@ -304,7 +304,7 @@ def test_what_a_config_change_reruns(tiny_run, tmp_path):
 
 def _copy_project(dest: Path) -> None:
     """What a clone of the repository holds of the workflow (no .snakemake/, no venv, no model)."""
-    for name in ("Snakefile", "rules", "config", "notebooks", "owl", "envs"):
+    for name in ("Snakefile", "rules", "config", "notebooks", "owl", "envs", "report"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
