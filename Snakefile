@@ -16,6 +16,7 @@ min_version("8.0")
 
 
 include: "rules/common.smk"
+include: "rules/html_report.smk"
 include: "rules/calibrate.smk"
 include: "rules/prune.smk"
 include: "rules/report.smk"

@@ -30,6 +30,16 @@ for method in ("magnitude", "wanda", "sparsegpt"):
         print(method, device, "ppl", ppls[device], "sparsity", layer_zero_fractions(model)[0])
     assert abs(ppls["cpu"] - ppls["cuda"]) / ppls["cpu"] < 1e-3, ppls
 print("CPU/CUDA equivalence OK")
+# Activations kept on the host and streamed per batch (what owl.memory picks when the GPU is short)
+# must give the same statistics and masks as activations on the GPU.
+for method in ("wanda", "sparsegpt"):
+    masks = {}
+    for storage in (None, "cpu"):
+        model = tiny_model("llama", vocab_size=len(tok))
+        prune_model(model, method, [LayerTarget(0.5)] * 4, MethodOptions(), "cuda", windows, 2, storage=storage)
+        masks[storage] = [p.eq(0) for n, p in model.named_parameters() if "layers" in n and p.dim() == 2]
+    assert all(torch.equal(a, b) for a, b in zip(masks[None], masks["cpu"])), method
+print("host-streamed activations OK")
 PY
 for method in dense wanda_owl sparsegpt_owl; do
   python3 -m owl prune --model smollm2-135m --prune_method "$method" --sparsity_ratio 0.7 --nsamples 128 \

@@ -14,7 +14,8 @@ from owl.allocation import owl_nm_pruned_counts, owl_sparsities, uniform_sparsit
 from owl.data import TextSource, TokenCache, calibration_windows, data_dir_from_env, wikitext2_test_tokens
 from owl.errors import OwlError
 from owl.evaluation import perplexity
-from owl.methods import LayerTarget, MethodOptions
+from owl.memory import activation_storage, footprint_of
+from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions
 from owl.models import (
     block_parameter_counts,
     default_cache_dir,
@@ -29,7 +30,7 @@ from owl.precision import precision_record, resolve_dtype
 from owl.pruning import compute_statistics, prune_model
 from owl.results import RESULT_FILE, software_versions, write_json_atomic
 from owl.settings import PruneSettings
-from owl.statistics import CalibrationStatistics
+from owl.statistics import CalibrationStatistics, RowNormAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,13 @@ class RunContext:
         """Precision of the block forwards: ``name`` resolved for the device, default the weights'."""
         return resolve_dtype(name, self.device) or self.dtype
 
+    def activation_storage(self, accumulator, nsamples: int, seqlen: int, batch_size: int, dtype: str) -> torch.device:
+        """Check that calibration fits in memory before any work (one-line OwlError if not); the
+        device the calibration hidden states are kept on (the host when only it has room)."""
+        footprint = footprint_of(self.model, self.blocks, self.linear_layers(), accumulator.nbytes, nsamples, seqlen,
+                                 batch_size, torch_dtype(dtype))
+        return activation_storage(footprint, self.device)
+
 
 def statistics_meta(model: str, calib_dataset: str, nsamples: int, seqlen: int, seed: int, dtype: str,
                     forward_dtype: str | None = None) -> dict:
@@ -84,7 +92,9 @@ def default_statistics_path(cache_dir: Path, meta: dict) -> Path:
     return cache_dir / "stats" / f"{slug}-{digest}.pt"
 
 
-def obtain_statistics(ctx: RunContext, meta: dict, stats_path: str | Path | None, batch_size: int) -> tuple[CalibrationStatistics, Path, float]:
+def obtain_statistics(
+    ctx: RunContext, meta: dict, stats_path: str | Path | None, batch_size: int, storage: torch.device | None = None
+) -> tuple[CalibrationStatistics, Path, float]:
     """Load the dense statistics if stored for these settings, else compute and store them."""
     path = Path(stats_path) if stats_path else default_statistics_path(ctx.cache_dir, meta)
     if path.exists():
@@ -94,7 +104,7 @@ def obtain_statistics(ctx: RunContext, meta: dict, stats_path: str | Path | None
     windows, source = ctx.calibration(meta["calib_dataset"], meta["nsamples"], meta["seqlen"], meta["seed"])
     forward_dtype = torch_dtype(meta.get("forward_dtype", meta["dtype"]))
     stats = compute_statistics(ctx.model, windows, ctx.device, batch_size, meta={**meta, "calib_source": source},
-                               forward_dtype=forward_dtype)
+                               forward_dtype=forward_dtype, storage=storage)
     stats.save(path)
     log.info("statistics saved to %s", path)
     return stats, path, time.perf_counter() - start
@@ -121,8 +131,9 @@ def calibrate(
                   sparsity_ratio=0.0).validate()
     ctx = RunContext(model, dtype, device, cache_dir)
     ctx.check_seqlen(seqlen)
+    storage = ctx.activation_storage(RowNormAccumulator, nsamples, seqlen, calib_batch_size, ctx.forward_dtype(forward_dtype))
     meta = statistics_meta(model, calib_dataset, nsamples, seqlen, seed, ctx.dtype, ctx.forward_dtype(forward_dtype))
-    stats, path, seconds = obtain_statistics(ctx, meta, stats_path, calib_batch_size)
+    stats, path, seconds = obtain_statistics(ctx, meta, stats_path, calib_batch_size, storage)
     layers = ctx.linear_layers()
     return {
         **meta,
@@ -162,6 +173,11 @@ def run_prune(settings: PruneSettings) -> dict:
     ctx.check_seqlen(settings.seqlen)
     block_params = block_parameter_counts(ctx.model)
     forward_dtype = ctx.forward_dtype(settings.forward_dtype)
+    storage = None
+    if settings.needs_calibration or (settings.uses_owl and not settings.is_dense):
+        # The pruning pass's statistic (SparseGPT's Hessians, else Wanda's row norms) is the larger.
+        accumulator = ACCUMULATORS[settings.base_method] or RowNormAccumulator
+        storage = ctx.activation_storage(accumulator, settings.nsamples, settings.seqlen, settings.calib_batch_size, forward_dtype)
 
     # Load every piece of data first, so bad --seqlen / --nsamples fail before any pruning.
     eval_ids, eval_source = None, None
@@ -177,7 +193,7 @@ def run_prune(settings: PruneSettings) -> dict:
     if settings.uses_owl and not settings.is_dense:
         meta = statistics_meta(settings.model, settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed,
                                ctx.dtype, forward_dtype)
-        stats, stats_path, timings["calibration"] = obtain_statistics(ctx, meta, settings.stats_path, settings.calib_batch_size)
+        stats, stats_path, timings["calibration"] = obtain_statistics(ctx, meta, settings.stats_path, settings.calib_batch_size, storage)
         outlier_ratios = stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m)
         calib_source = calib_source or stats.meta.get("calib_source")
 
@@ -188,7 +204,7 @@ def run_prune(settings: PruneSettings) -> dict:
         options = MethodOptions(settings.use_variant, settings.sparsegpt_blocksize, settings.sparsegpt_percdamp)
         tick = time.perf_counter()
         prune_model(ctx.model, settings.base_method, targets, options, ctx.device, windows, settings.calib_batch_size,
-                    forward_dtype=torch_dtype(forward_dtype))
+                    forward_dtype=torch_dtype(forward_dtype), storage=storage)
         timings["pruning"] = time.perf_counter() - tick
     achieved, achieved_per_block = layer_zero_fractions(ctx.model)
     log.info("achieved sparsity %.4f", achieved)

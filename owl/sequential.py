@@ -72,8 +72,11 @@ class BlockInputs:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, token_batches: list[torch.Tensor], device: torch.device) -> BlockInputs:
-    """Inputs of every block for every batch, computed with only the non-block modules on ``device``."""
+def capture_block_inputs(
+    model: nn.Module, token_batches: list[torch.Tensor], device: torch.device, storage: torch.device | None = None
+) -> BlockInputs:
+    """Inputs of every block for every batch, computed with only the non-block modules on ``device``;
+    the hidden states are kept on ``storage`` (default ``device``; the host when the device is short)."""
     blocks = find_decoder_blocks(model)
     records: list = []
     catchers = [_BlockInputCatcher(i, records, i == len(blocks) - 1) for i in range(len(blocks))]
@@ -93,7 +96,7 @@ def capture_block_inputs(model: nn.Module, token_batches: list[torch.Tensor], de
                 for index, block_hidden, block_args, block_kwargs in records:
                     block_kwargs = {k: v for k, v in block_kwargs.items() if k not in ("past_key_value", "past_key_values")}
                     if index == 0:
-                        hidden.append(block_hidden)
+                        hidden.append(block_hidden.to(storage or device))
                     if kwargs[index]:
                         block_kwargs = _share_equal_tensors(block_kwargs, kwargs[index][0])
                         block_args = _share_equal_tensors(block_args, args[index][0])
@@ -230,18 +233,20 @@ class BlockStep:
         LLaMA's down_proj matmul): a quarter of the block's linear work saved.
         """
         args, kwargs = self._inputs.args[self.index], self._inputs.kwargs[self.index]
+        device = next(self.block.parameters()).device
         with _observed(self._forward_layers, statistics, stop_when_complete=not advance):
             for b, hidden in enumerate(self._inputs.hidden):
                 if statistics is not None:
                     statistics.start_batch()
                 try:
-                    out = self._forward_block(hidden, *args[b], **kwargs[b])
+                    # Hidden states kept on the host are streamed to the block's device one batch at a time.
+                    out = self._forward_block(hidden.to(device), *args[b], **kwargs[b])
                 except _StopForward:
                     continue
                 if isinstance(out, (tuple, list)):
                     out = out[0]
                 if advance:
-                    self._inputs.hidden[b] = out
+                    self._inputs.hidden[b] = out.to(hidden.device)
 
 
 def sequential_blocks(
@@ -250,16 +255,19 @@ def sequential_blocks(
     device: torch.device | str,
     desc: str = "blocks",
     forward_dtype: torch.dtype | None = None,
+    storage: torch.device | str | None = None,
 ) -> Iterator[BlockStep]:
     """Yield a :class:`BlockStep` per block, the block on ``device`` while the caller works on it.
 
     The caller must call ``step.forward(..., advance=True)`` exactly once per step (last), so the
     next block sees this block's outputs. With ``forward_dtype`` the blocks run in that precision
     (hidden states and floating keyword arguments cast to it) while their weights stay as they are.
+    ``storage``: where the hidden states of all batches are kept between blocks (default ``device``;
+    ``cpu`` streams them per batch to a GPU, see owl.memory).
     """
     device = torch.device(device)
     blocks = find_decoder_blocks(model)
-    inputs = capture_block_inputs(model, token_batches, device)
+    inputs = capture_block_inputs(model, token_batches, device, torch.device(storage) if storage else None)
     if forward_dtype is not None and forward_dtype != next(model.parameters()).dtype:
         memo: dict = {}
         inputs = BlockInputs(

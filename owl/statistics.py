@@ -32,6 +32,10 @@ class RowNormAccumulator:
         self.sum_of_squares = torch.zeros(features, dtype=torch.float32, device=device)
         self.samples = 0
 
+    @staticmethod
+    def nbytes(features: int) -> int:
+        return 4 * features  # float32, for the memory check before calibration
+
     def add(self, inputs: torch.Tensor) -> None:
         rows, samples = _as_rows(inputs)
         self.sum_of_squares += rows.pow(2).sum(dim=0)
@@ -48,6 +52,10 @@ class HessianAccumulator:
     def __init__(self, features: int, device: torch.device | str = "cpu"):
         self.sum_of_outer = torch.zeros(features, features, dtype=torch.float32, device=device)
         self.samples = 0
+
+    @staticmethod
+    def nbytes(features: int) -> int:
+        return 4 * features * features  # float32, for the memory check before calibration
 
     def add(self, inputs: torch.Tensor) -> None:
         rows, samples = _as_rows(inputs)

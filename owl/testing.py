@@ -58,9 +58,14 @@ def tiny_tokenizer(vocab_size: int = 320):
     )
 
 
+FAMILIES = ("llama", "mistral", "opt", "qwen2", "gemma3")
+
+
 def tiny_config(family: str = "llama", vocab_size: int = 320, num_layers: int = 4):
-    """Config of a tiny model of the given family: llama, mistral (grouped-query attention) or opt."""
-    from transformers import LlamaConfig, MistralConfig, OPTConfig
+    """Config of a tiny model of the given family (one of :data:`FAMILIES`): llama, mistral
+    (grouped-query attention), opt, qwen2 (biases on q/k/v) or gemma3 (sliding-window and global
+    attention layers, each with its own rotary embedding and mask)."""
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
 
     if family == "llama":
         return LlamaConfig(
@@ -80,7 +85,22 @@ def tiny_config(family: str = "llama", vocab_size: int = 320, num_layers: int = 
             num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=64,
             do_layer_norm_before=True,
         )
-    raise ValueError(f"unknown tiny model family {family!r}; allowed: llama, mistral, opt")
+    if family == "qwen2":
+        return Qwen2Config(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            use_sliding_window=False, tie_word_embeddings=False,
+        )
+    if family == "gemma3":
+        # A window shorter than the test sequences, so the sliding layers' mask differs from the
+        # global layers' one; global layers at positions 2 and 5 of the pattern, as in Gemma 3's 5:1.
+        layer_types = ["full_attention" if i % 3 == 2 else "sliding_attention" for i in range(num_layers)]
+        return Gemma3TextConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+            max_position_embeddings=1024, sliding_window=8, layer_types=layer_types,
+        )
+    raise ValueError(f"unknown tiny model family {family!r}; allowed: {', '.join(FAMILIES)}")
 
 
 def tiny_model(family: str = "llama", seed: int = 0, num_layers: int = 4, vocab_size: int = 320):

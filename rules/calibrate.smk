@@ -8,7 +8,7 @@ rule calibrate:
     output:
         stats=STATS,
         lod=LOD,
-        figures=multiext(f"{CALIB_DIR}/lod", ".png", ".pdf"),
+        figures=[report_item(f, "layerwise", "lod") for f in multiext(f"{CALIB_DIR}/lod", ".png", ".pdf")],
     log:
         notebook=f"{CALIB_DIR}/calibrate.ipynb",
         log=f"{LOGS}/calibrate/{{model}}/{{calib}}.log",
@@ -34,7 +34,7 @@ rule allocate:
         lod=lambda wc: lod_path(wc.model, int(wc.seed)),
     output:
         allocation=f"{ALLOC_DIR}/allocation.json",
-        figures=multiext(f"{ALLOC_DIR}/allocation", ".png", ".pdf"),
+        figures=[report_item(f, "layerwise", "allocation") for f in multiext(f"{ALLOC_DIR}/allocation", ".png", ".pdf")],
     log:
         notebook=f"{ALLOC_DIR}/allocate.ipynb",
         log=f"{LOGS}/allocate/{{model}}/seed{{seed}}.log",

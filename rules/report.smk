@@ -7,7 +7,7 @@ rule tables:
     input:
         [result_path(k) for k in RUNS],
     output:
-        [f"{TABLES_DIR}/{name}" for name in report.table_files(SPEC, PPL_TABLE_SECTIONS)],
+        [report_item(f"{TABLES_DIR}/{name}") for name in report.table_files(SPEC, PPL_TABLE_SECTIONS)],
     log:
         notebook=f"{TABLES_DIR}/tables.ipynb",
         log=f"{LOGS}/tables.log",
@@ -29,7 +29,7 @@ rule figures:
     input:
         [result_path(k) for k in RUNS],
     output:
-        [f"{FIGURES_DIR}/{name}" for name in report.figure_files(SPEC)],
+        [report_item(f"{FIGURES_DIR}/{name}") for name in report.figure_files(SPEC)],
     log:
         notebook=f"{FIGURES_DIR}/figures.ipynb",
         log=f"{LOGS}/figures.log",

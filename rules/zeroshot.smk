@@ -42,7 +42,7 @@ if config["zero_shot"]:
         input:
             [zeroshot_path(k) for k in ZS_RUNS],
         output:
-            [f"{TABLES_DIR}/{name}" for name in report.table_files(SPEC, ["zero_shot"])],
+            [report_item(f"{TABLES_DIR}/{name}") for name in report.table_files(SPEC, ["zero_shot"])],
         log:
             notebook=f"{TABLES_DIR}/zero_shot.ipynb",
             log=f"{LOGS}/zero_shot.log",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from owl.testing import save_tiny_model, tiny_model, tiny_tokenizer, write_tiny_data_dir
+from owl.testing import FAMILIES, save_tiny_model, tiny_model, tiny_tokenizer, write_tiny_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OWL_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -21,7 +21,7 @@ def tokenizer():
     return tiny_tokenizer()
 
 
-@pytest.fixture(scope="session", params=["llama", "mistral", "opt"])
+@pytest.fixture(scope="session", params=FAMILIES)
 def family(request):
     return request.param
 
@@ -39,7 +39,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {f: save_tiny_model(root / f, family=f) for f in ("llama", "mistral", "opt")}
+    return {f: save_tiny_model(root / f, family=f) for f in FAMILIES}
 
 
 @pytest.fixture()

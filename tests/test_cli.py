@@ -48,7 +48,7 @@ def test_every_method_on_llama(tiny_model_dirs, owl_env, method, flags):
         assert result["outlier_ratios"] is None and len(set(result["layer_sparsities"])) == 1
 
 
-@pytest.mark.parametrize("family", ["mistral", "opt"])
+@pytest.mark.parametrize("family", ["mistral", "opt", "qwen2", "gemma3"])
 def test_owl_wanda_and_sparsegpt_on_other_families(tiny_model_dirs, owl_env, family):
     for method in ("wanda_owl", "sparsegpt"):
         result = run(tiny_model_dirs[family], owl_env / method, "--prune_method", method, "--sparsity_ratio", "0.5")

@@ -273,6 +273,31 @@ def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):
         assert zs["zero_shot_details"]["n_examples"] == {"boolq": 2, "rte": 2}
 
 
+def test_html_report_holds_every_table_and_figure_with_its_caption(tiny_run):
+    """`snakemake --report` after the tiny run: every table and figure file of the config (and the LOD
+    charts, allocations, zero-shot table) is embedded byte for byte, in its category, captioned."""
+    import base64
+
+    workdir, env, _ = tiny_run
+    out = workdir / "results" / "tiny"
+    proc = snakemake(workdir, "--report", "results/tiny/report.html", configfile=CONFIGS / "tiny.yaml", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    expected = [*sorted((out / "tables").glob("*.md")), *sorted((out / "tables").glob("*.csv")),
+                *sorted((out / "figures").glob("*.png")), *sorted((out / "figures").glob("*.pdf")),
+                *sorted(out.glob("calibration/*/*/lod.p*")), *sorted(out.glob("allocation/*/allocation.p*"))]
+    assert len(expected) == 8 + 6 + 4
+    embedded = dict(re.findall(r'"(results/tiny/[^"]+)": \{"name": .*?"data_uri": "data:[^"]*?base64,([A-Za-z0-9+/=]*)"', html))
+    assert set(embedded) == {str(p.relative_to(workdir)) for p in expected}
+    for path in expected:
+        assert base64.b64decode(embedded[str(path.relative_to(workdir))]) == path.read_bytes(), path
+    for category in ("1. Main table", "2. Sweep", "3. Ablation", "4. Layerwise", "5. Zero-shot"):
+        assert f'"{category}"' in html
+    # Captions say what and how: the tiny config's protocol, rendered from the config.
+    assert html.count("calibration c4, 4 windows of 64 tokens, seed 0; pruning in float32") == len(expected)
+    assert "Zero-shot accuracy (%) with lm-evaluation-harness" in html and "boolq, rte, first 2 examples each" in html
+
+
 def test_the_workflow_passes_only_parameters_the_notebooks_declare(tiny_run):
     import ast
 
@@ -329,7 +354,7 @@ def test_what_a_config_change_reruns(tiny_run, tmp_path):
 
 def _copy_project(dest: Path) -> None:
     """What a clone of the repository holds of the workflow (no .snakemake/, no venv, no model)."""
-    for name in ("Snakefile", "rules", "config", "notebooks", "owl", "envs"):
+    for name in ("Snakefile", "rules", "config", "notebooks", "owl", "envs", "report"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
