@@ -103,6 +103,35 @@ def flops_per_token(hidden=576, intermediate=1536, q_heads=9, kv_heads=3, head_d
     return 2 * (linear + attention)
 
 
+def _settings(args, stats: Path, method: str, evaluate: bool, **extra) -> dict:
+    return {"model": args.model, "prune_method": method, "sparsity_ratio": 0.7, "Hyper_m": 5.0, "Lamda": 0.08,
+            "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": 0, "device": "cpu", "dtype": "float32",
+            "calib_batch_size": args.calib_batch_size, "stats_path": str(stats),
+            "eval_dtype": args.eval_dtype, "eval_limit": args.eval_limit,
+            "eval_dataset": "wikitext2" if evaluate else None, **extra}
+
+
+def throughput(tree: Path, args, work: Path) -> dict:
+    """Two OWL w. Wanda runs (statistics cached, evaluation on) side by side with half the threads
+    each, against the same two one after the other with all threads: which finishes a grid sooner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stats = work / "throughput-stats.pt"
+    run_worker(tree, {"threads": args.threads, "settings": _settings(args, stats, "wanda_owl", False)})  # statistics
+    settings = _settings(args, stats, "wanda_owl", True)
+    tick = time.perf_counter()
+    sequential = [run_worker(tree, {"threads": args.threads, "settings": settings}) for _ in range(2)]
+    sequential_s = time.perf_counter() - tick
+    half = max(1, args.threads // 2)
+    tick = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(lambda _: run_worker(tree, {"threads": half, "settings": settings}), range(2)))
+    parallel_s = time.perf_counter() - tick
+    return {"sequential": {"threads": args.threads, "wall_s": sequential_s, "runs": sequential},
+            "side_by_side": {"threads_each": half, "wall_s": parallel_s, "runs": parallel},
+            "side_by_side_over_sequential": parallel_s / sequential_s}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--old", required=True, help="checkout of the code before the change")
@@ -116,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="", help="comma-separated labels to run (default: all)")
     p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
+    p.add_argument("--trees", default="old,new", help="which trees run the plan (e.g. new alone for --calib_batch_size)")
+    p.add_argument("--concurrency", action="store_true",
+                   help="grid throughput instead: two runs at once with threads/2 each against one run at --threads (new tree)")
     p.add_argument("--out", default=str(REPO / "bench" / "results_speed.json"))
     args = p.parse_args(argv)
 
@@ -127,7 +159,13 @@ def main(argv=None) -> int:
     tokens = args.nsamples * args.seqlen
     # The pruning pass: two block forwards (observe + recompute) over the calibration tokens.
     pass_flop = 2 * 30 * tokens * flops_per_token(seqlen=args.seqlen)
-    plan = [(name, r) for name in ("old", "new") for r in RUNS]
+    if args.concurrency:
+        report["concurrency"] = throughput(trees["new"], args, work)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report["concurrency"], indent=1))
+        return 0
+    names = [n.strip() for n in args.trees.split(",") if n.strip()]
+    plan = [(name, r) for r in RUNS for name in names]  # interleaved: a load change hits both alike
     if not args.no_mixed:
         plan += [("new", r) for r in MIXED_RUNS]
     wanted = {w.strip() for w in args.runs.split(",") if w.strip()}
@@ -137,11 +175,7 @@ def main(argv=None) -> int:
         stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
         if not cached and stats.exists():
             stats.unlink()
-        settings = {"model": args.model, "prune_method": method, "sparsity_ratio": 0.7, "Hyper_m": 5.0, "Lamda": 0.08,
-                    "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": 0, "device": "cpu", "dtype": "float32",
-                    "calib_batch_size": args.calib_batch_size, "stats_path": str(stats),
-                    "eval_dtype": args.eval_dtype, "eval_limit": args.eval_limit,
-                    "eval_dataset": "wikitext2" if evaluate else None, **extra}
+        settings = _settings(args, stats, method, evaluate, **extra)
         tick = time.perf_counter()
         out = run_worker(trees[tree_name], {"threads": args.threads, "settings": settings})
         out["wall_s"] = time.perf_counter() - tick

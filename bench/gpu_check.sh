@@ -45,4 +45,11 @@ for method in dense wanda_owl sparsegpt_owl; do
   python3 -m owl prune --model smollm2-135m --prune_method "$method" --sparsity_ratio 0.7 --nsamples 128 \
     --seqlen 2048 --device cuda --dtype float16 --save "$OUT/$method" -q 2>&1 | tail -2
 done
+# Mixed precision as the paper's code runs it: float32 weights, statistics and solver; block forwards
+# and evaluation in the GPU's auto precision (bfloat16 on an H100/H200). Same seed as the float16 runs.
+for method in wanda_owl sparsegpt_owl; do
+  python3 -m owl prune --model smollm2-135m --prune_method "$method" --sparsity_ratio 0.7 --nsamples 128 \
+    --seqlen 2048 --device cuda --dtype float32 --forward_dtype auto --eval_dtype auto \
+    --save "$OUT/${method}_mixed" -q 2>&1 | tail -2
+done
 nvidia-smi --query-gpu=name,memory.used --format=csv > "$OUT/nvidia-smi.csv" 2>&1

@@ -11,20 +11,24 @@ from pathlib import Path
 RESULT_FILE = "result.json"
 
 
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and an atomic rename."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename: never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write ``data`` as JSON (indent 2, a final newline) atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_result(path: str | Path) -> dict:

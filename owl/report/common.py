@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -98,14 +96,6 @@ def write_json(path: str | Path, data) -> Path:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (through a temporary file and a rename): never half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from owl.results import write_text_atomic
+
+    return write_text_atomic(path, text)
