@@ -74,16 +74,11 @@ print(json.dumps(2 * 4096 * 576 * 1536 / best / 1e9))
 
 
 def cpu_record() -> dict:
-    flags, model = set(), ""
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            if key.strip() == "flags" and not flags:
-                flags = set(value.split())
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+    """The CPU model, core count and the flags that decide matmul precision (owl.precision's)."""
+    sys.path.insert(0, str(REPO))
+    from owl.precision import cpu_info
+
+    return {**cpu_info(), "cores": os.cpu_count()}
 
 
 def run_worker(tree: Path, spec: dict) -> dict:

@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -127,16 +126,12 @@ def owl_vs_uniform(runs: list[dict]) -> list[dict]:
 
 # ---- plumbing -------------------------------------------------------------------------------------
 def cpu_info() -> dict:
-    flags, name = set(), platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and name == platform.processor():
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": name, "logical_cpus": os.cpu_count(), **{flag: flag in flags for flag in CPU_FLAGS}}
+    """The CPU model and its avx2 / avx512 / bf16 / AMX flags (owl.precision's), and the core count."""
+    sys.path.insert(0, str(REPO))
+    from owl.precision import cpu_info as owl_cpu_info
+
+    info = owl_cpu_info()
+    return {"cpu": info["model"], "logical_cpus": os.cpu_count(), **{flag: flag in info["flags"] for flag in CPU_FLAGS}}
 
 
 def configurations(seeds: list[int], base_seed: int, mixed_forward_dtype: str | None = None) -> list[dict]:
