@@ -75,12 +75,45 @@ def validate_config(cfg: dict, schema: dict) -> dict:
         for key in cfg[section]["models"]:
             if key not in cfg["models"]:
                 raise ConfigError(f"{section}.models: {key!r} is not a key of models (have {', '.join(keys)})")
+        if isinstance(cfg[section].get("seeds"), dict):
+            for key in cfg[section]["seeds"]:
+                if key not in cfg[section]["models"]:
+                    raise ConfigError(f"{section}.seeds: {key!r} is not one of {section}.models ({', '.join(cfg[section]['models'])})")
+    ab = cfg.get("ablation")
+    for i, extra in enumerate((ab or {}).get("cell_seeds") or []):
+        for axis in ("Hyper_m", "Lamda"):
+            for value in extra[axis]:
+                if not any(math.isclose(value, x) for x in ab[axis]):
+                    raise ConfigError(f"ablation.cell_seeds[{i}].{axis}: {value} is not in ablation.{axis} {ab[axis]}")
     return cfg
 
 
-def section_seeds(cfg: dict, section: str) -> list[int]:
-    """The calibration seeds of a section: its own ``seeds``, else the top-level ones."""
-    return list(cfg[section].get("seeds") or cfg["seeds"])
+def section_seeds(cfg: dict, section: str, model: str | None = None) -> list[int]:
+    """The calibration seeds of a section (for one model when its ``seeds`` is a mapping from model
+    key to seeds): its own ``seeds``, else the top-level ones. A model a mapping leaves out gets the
+    top-level seeds."""
+    own = cfg[section].get("seeds")
+    if isinstance(own, dict):
+        if model is None:
+            raise ValueError(f"{section}.seeds is per model: name the model")
+        own = own.get(model)
+    return list(own or cfg["seeds"])
+
+
+def seeds_by_model(cfg: dict, section: str) -> dict[str, list[int]]:
+    """A section's seeds for each of its models (what the report's captions name)."""
+    return {model: section_seeds(cfg, section, model) for model in cfg[section]["models"]}
+
+
+def ablation_cell_seeds(cfg: dict, model: str, hyper_m: float, lamda: float) -> list[int]:
+    """The seeds of one ablation cell: the section's, plus those of every ``cell_seeds`` entry that
+    holds the cell (so a few cells can be measured at more seeds than the whole grid)."""
+    ab = cfg["ablation"]
+    seeds = set(section_seeds(cfg, "ablation", model))
+    for extra in ab.get("cell_seeds") or []:
+        if any(math.isclose(hyper_m, m) for m in extra["Hyper_m"]) and any(math.isclose(lamda, x) for x in extra["Lamda"]):
+            seeds.update(extra["seeds"])
+    return sorted(seeds)
 
 
 # ---- models: top-level values with per-model overrides ---------------------------------------------
@@ -138,13 +171,16 @@ def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dic
     """
     runs: dict[tuple[str, str], dict] = {}
 
-    def add(section, model, method, sparsity, hyper_m=None, lamda=None):
+    def add(section, model, method, sparsity, hyper_m=None, lamda=None, seeds=None):
         owl = models[model]["owl"]
         hyper_m = float(owl["Hyper_m"] if hyper_m is None else hyper_m)
         lamda = float(owl["Lamda"] if lamda is None else lamda)
         sparsity = 0.0 if method == "dense" else float(sparsity)
         point = point_id(method, sparsity, hyper_m, lamda)
-        seeds = section_seeds(cfg, section) if uses_calibration_data(method) else [None]
+        if not uses_calibration_data(method):
+            seeds = [None]
+        elif seeds is None:
+            seeds = section_seeds(cfg, section, model)
         for seed in seeds:
             run = runs.setdefault((model, run_name(point, seed)), {
                 "model": model, "method": method, "sparsity": sparsity, "Hyper_m": hyper_m, "Lamda": lamda,
@@ -165,9 +201,10 @@ def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dic
         for model in ab["models"]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
-                    add("ablation", model, ab["method"], ab["sparsity"], m, lam)
-            if ab["method"] in OWL_BASELINE:  # the uniform reference every cell is compared with
-                add("ablation", model, OWL_BASELINE[ab["method"]], ab["sparsity"])
+                    add("ablation", model, ab["method"], ab["sparsity"], m, lam, seeds=ablation_cell_seeds(cfg, model, m, lam))
+            if ab["method"] in OWL_BASELINE:  # the uniform reference every cell is compared with, at every cell's seeds
+                every_cell = sorted({k for m in ab["Hyper_m"] for lam in ab["Lamda"] for k in ablation_cell_seeds(cfg, model, m, lam)})
+                add("ablation", model, OWL_BASELINE[ab["method"]], ab["sparsity"], seeds=every_cell)
     if cfg.get("zero_shot"):
         zs = cfg["zero_shot"]
         for model in zs["models"]:

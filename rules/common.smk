@@ -15,6 +15,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the workflow imports owl.grid, owl.settings and owl.report
 
 from owl import grid, report  # noqa: E402
+from owl.report import captions  # noqa: E402
 from owl.errors import OwlError  # noqa: E402
 from owl.settings import PruneSettings  # noqa: E402
 
@@ -72,6 +73,9 @@ MODELS = grid.model_specs(config)
 # "zero_shot": the run is in the config's zero_shot section, so a zeroshot job (rules/zeroshot.smk)
 # evaluates it besides its prune job; the prune job itself never runs zero-shot.
 RUNS = grid.expand_grid(config, MODELS)
+# The HTML report renders each caption (report/*.rst) from the config, without a template loader:
+# the protocol lines they all print are computed once here (owl/report/captions.py).
+config["report_protocol"] = captions.caption_protocols(config, MODELS)
 ZS_RUNS = [key for key, r in RUNS.items() if r["zero_shot"]]
 # Statistics (calibrate jobs) per (model, seed); the seed is part of the calibration tag.
 CALIB_SEEDS = {m: grid.calibration_seeds(config, RUNS, m) for m in MODELS}
@@ -230,12 +234,12 @@ def allocation_files():
 def report_spec():
     spec = {"models": [{"key": k, "label": m["label"], "Hyper_m": m["owl"]["Hyper_m"], "Lamda": m["owl"]["Lamda"]}
                        for k, m in MODELS.items()]}
-    spec["main"] = {**{k: config["main"][k] for k in ("sparsity", "models", "methods")}, "seeds": grid.section_seeds(config, "main")}
+    spec["main"] = {**{k: config["main"][k] for k in ("sparsity", "models", "methods")}, "seeds": grid.seeds_by_model(config, "main")}
     for section in ("sweep", "ablation"):
-        spec[section] = config[section] and {**copy.deepcopy(config[section]), "seeds": grid.section_seeds(config, section)}
+        spec[section] = config[section] and {**copy.deepcopy(config[section]), "seeds": grid.seeds_by_model(config, section)}
     zs = config["zero_shot"]
     spec["zero_shot"] = None if not zs else {**{k: zs[k] for k in ("models", "methods", "sparsity", "tasks")},
-                                             "seeds": grid.section_seeds(config, "zero_shot")}
+                                             "seeds": grid.seeds_by_model(config, "zero_shot")}
     return spec
 
 

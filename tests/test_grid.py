@@ -67,6 +67,30 @@ def test_a_point_in_several_sections_runs_at_the_union_of_their_seeds():
     assert sorted(runs_of(cfg)) == [("m", "wanda_s0.5_seed5"), *[("m", f"wanda_s0.7_seed{k}") for k in (0, 1, 2, 5)]]
 
 
+def test_a_section_can_give_each_model_its_own_seeds():
+    cfg = config(models={"m": {"id": "tiny-model"}, "g": {"id": "other-model"}}, seeds=[0],
+                 main={"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": {"m": [0, 1, 2]}}, sweep=None, ablation=None)
+    assert grid.section_seeds(cfg, "main", "m") == [0, 1, 2] and grid.section_seeds(cfg, "main", "g") == [0]
+    assert grid.seeds_by_model(cfg, "main") == {"m": [0, 1, 2], "g": [0]}
+    assert sorted(runs_of(cfg)) == [("g", "dense"), ("g", "wanda_s0.7_seed0"),
+                                    ("m", "dense"), *[("m", f"wanda_s0.7_seed{k}") for k in (0, 1, 2)]]
+    with pytest.raises(ValueError, match="per model"):
+        grid.section_seeds(cfg, "main")
+
+
+def test_ablation_cells_can_run_at_more_seeds_and_the_baseline_at_all_of_them():
+    cfg = config(sweep=None, main={"sparsity": 0.7, "methods": ["dense"]},
+                 ablation={"models": ["m"], "Hyper_m": [3, 5, 10], "Lamda": [0.04, 0.08],
+                           "cell_seeds": [{"Hyper_m": [3, 10], "Lamda": [0.08], "seeds": [0, 1, 2]}]})
+    seeds = {}
+    for (_, name), r in runs_of(cfg).items():
+        seeds.setdefault(r["point"], set()).add(r["seed"])
+    assert seeds["wanda_owl_s0.7_m3_l0.08"] == seeds["wanda_owl_s0.7_m10_l0.08"] == {0, 1, 2}
+    assert seeds["wanda_owl_s0.7_m5_l0.08"] == seeds["wanda_owl_s0.7_m3_l0.04"] == {0}
+    assert seeds["wanda_s0.7"] == {0, 1, 2}  # every cell is paired with uniform on its own seeds
+    assert grid.ablation_cell_seeds(cfg, "m", 10.0, 0.08) == [0, 1, 2]
+
+
 def test_zero_shot_runs_are_the_points_and_seeds_of_its_section():
     cfg = config(main={"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": [0, 1]},
                  zero_shot={"models": ["m"], "methods": ["dense", "wanda"], "seeds": [1]})
@@ -103,6 +127,9 @@ def test_ablation_runs_hold_every_seed_of_the_cells_and_of_the_uniform_baseline(
     ({"main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": [0.5]}}, "main.seeds[0]: 0.5 is not of type 'integer'"),
     ({"calibration": {"seed": 0}}, "calibration: Additional properties are not allowed ('seed' was unexpected)"),
     ({"sweep": {"models": ["x"], "methods": ["wanda"], "sparsities": [0.5]}}, "sweep.models: 'x' is not a key of models"),
+    ({"main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": {"x": [0]}}}, "main.seeds: 'x' is not one of main.models (m)"),
+    ({"ablation": {"models": ["m"], "Hyper_m": [3], "Lamda": [0.08], "cell_seeds": [{"Hyper_m": [7], "Lamda": [0.08], "seeds": [1]}]}},
+     "ablation.cell_seeds[0].Hyper_m: 7 is not in ablation.Hyper_m [3]"),
 ])
 def test_a_bad_config_is_one_line_naming_the_key(change, message):
     with pytest.raises(grid.ConfigError) as caught:
@@ -114,4 +141,9 @@ def test_the_shipped_configs_are_valid_and_default_to_seed_zero():
     for name in ("default", "paper", "tiny"):
         cfg = grid.validate_config(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()), SCHEMA)
         assert 0 in cfg["seeds"]
-        assert all(r["seed"] in (None, *cfg["seeds"], *(cfg["main"].get("seeds") or [])) for r in runs_of(cfg).values())
+        declared = set(cfg["seeds"])
+        for section in grid.SECTIONS:
+            if cfg.get(section):
+                declared.update(k for seeds in grid.seeds_by_model(cfg, section).values() for k in seeds)
+                declared.update(k for extra in cfg[section].get("cell_seeds") or [] for k in extra["seeds"])
+        assert all(r["seed"] in (None, *declared) for r in runs_of(cfg).values())

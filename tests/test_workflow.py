@@ -63,12 +63,24 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def _seeds(cfg: dict, section: str, method: str) -> list:
-    """A section's calibration seeds (its own, else the top level's, else [0]); dense and uniform
-    magnitude use no calibration data: one run, seed None."""
+def _seeds(cfg: dict, section: str, method: str, model: str) -> list:
+    """A section's calibration seeds for a model (its own list or mapping entry, else the top
+    level's, else [0]); dense and uniform magnitude use no calibration data: one run, seed None."""
     if method in ("dense", "magnitude"):
         return [None]
-    return list((cfg.get(section) or {}).get("seeds") or cfg.get("seeds") or [0])
+    own = (cfg.get(section) or {}).get("seeds")
+    if isinstance(own, dict):
+        own = own.get(model)
+    return list(own or cfg.get("seeds") or [0])
+
+
+def _cell_seeds(cfg: dict, model: str, m: float, lam: float) -> list:
+    """An ablation cell's seeds: the section's and those of every cell_seeds entry naming it."""
+    seeds = set(_seeds(cfg, "ablation", "wanda_owl", model))
+    for extra in cfg["ablation"].get("cell_seeds") or []:
+        if m in extra["Hyper_m"] and lam in extra["Lamda"]:
+            seeds |= set(extra["seeds"])
+    return sorted(seeds)
 
 
 def grid_points(cfg: dict) -> set[tuple]:
@@ -77,7 +89,7 @@ def grid_points(cfg: dict) -> set[tuple]:
     owl_of = {k: (m.get("owl") or {}) for k, m in cfg["models"].items()}
     default_owl = {"Hyper_m": 5, "Lamda": 0.08, **(cfg.get("owl") or {})}
 
-    def add(section, model, method, sparsity, m=None, lam=None):
+    def add(section, model, method, sparsity, m=None, lam=None, seeds=None):
         owl = {**default_owl, **owl_of[model]}
         if method == "dense":
             point = (model, "dense")
@@ -85,7 +97,8 @@ def grid_points(cfg: dict) -> set[tuple]:
             point = (model, method, float(sparsity), float(m if m is not None else owl["Hyper_m"]), float(lam if lam is not None else owl["Lamda"]))
         else:
             point = (model, method, float(sparsity))
-        points.update((point, seed) for seed in _seeds(cfg, section, method))
+        seeds = [None] if method in ("dense", "magnitude") else seeds or _seeds(cfg, section, method, model)
+        points.update((point, seed) for seed in seeds)
 
     models = list(cfg["models"])
     for model in cfg["main"].get("models", models):
@@ -102,9 +115,10 @@ def grid_points(cfg: dict) -> set[tuple]:
         for model in ab["models"]:
             for m in ab["Hyper_m"]:
                 for lam in ab["Lamda"]:
-                    add("ablation", model, method, sparsity, m, lam)
-            if method in report.OWL_BASELINE:  # the ablation's uniform reference
-                add("ablation", model, report.OWL_BASELINE[method], sparsity)
+                    add("ablation", model, method, sparsity, m, lam, seeds=_cell_seeds(cfg, model, m, lam))
+            if method in report.OWL_BASELINE:  # the ablation's uniform reference, at every cell's seeds
+                seeds = sorted({k for m in ab["Hyper_m"] for lam in ab["Lamda"] for k in _cell_seeds(cfg, model, m, lam)})
+                add("ablation", model, report.OWL_BASELINE[method], sparsity, seeds=seeds)
     points |= zero_shot_points(cfg)
     return points
 
@@ -119,7 +133,7 @@ def zero_shot_points(cfg: dict) -> set[tuple]:
             s = float(zs.get("sparsity", 0.7))
             point = ((model, "dense") if method == "dense" else
                      (model, method, s, float(owl["Hyper_m"]), float(owl["Lamda"])) if "_owl" in method else (model, method, s))
-            points.update((point, seed) for seed in _seeds(cfg, "zero_shot", method))
+            points.update((point, seed) for seed in _seeds(cfg, "zero_shot", method, model))
     return points
 
 
@@ -240,7 +254,7 @@ def test_tiny_tables_hold_the_numbers_of_the_result_files(tiny_run):
     params = yaml.safe_load((out / "tables" / "tables.params.yaml").read_text())
     seeds = {(r["method"], r["seed"]) for r in params["runs"] if r["method"] in ("dense", "wanda")}
     assert seeds == {("dense", None), ("wanda", 0), ("wanda", 1)}
-    assert params["spec"]["main"]["seeds"] == [0, 1] and params["spec"]["sweep"]["seeds"] == [0]
+    assert params["spec"]["main"]["seeds"] == {"tiny": [0, 1]} and params["spec"]["sweep"]["seeds"] == {"tiny": [0]}
 
 
 def test_zero_shot_runs_in_its_own_jobs_and_table(tiny_run):

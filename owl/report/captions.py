@@ -1,0 +1,63 @@
+"""The protocol lines of the HTML report's captions (report/*.rst), one per model and section.
+
+Snakemake renders each caption with Jinja from a string (no template loader, so no shared include);
+the workflow puts these lines into the config it renders with (rules/common.smk), and every caption
+prints them. One function says what a protocol is, instead of one copy of it per caption.
+"""
+
+from __future__ import annotations
+
+CAPTION_SECTIONS = ("main", "sweep", "ablation", "zero_shot", "layerwise", "statistics")
+AUTO_NOTE = " (bfloat16 where the device has native bf16, else float32; each result.json records the choice)"
+
+
+def format_seeds(seeds) -> str:
+    """``[0, 1, 2, 3]`` -> ``0-3``; ``[0, 2, 5]`` -> ``0, 2, 5``; ``[4]`` -> ``4``."""
+    seeds = sorted(int(s) for s in seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def _seed_phrase(seeds) -> str:
+    seeds = list(seeds)
+    return f"seed {format_seeds(seeds)} (one draw)" if len(seeds) == 1 else f"seeds {format_seeds(seeds)} ({len(seeds)} draws)"
+
+
+def protocol_line(model: dict, seeds: str) -> str:
+    """One model's protocol in reStructuredText: ``model`` is an owl.grid.model_specs entry (its
+    merged calibration, settings and owl), ``seeds`` the phrase naming its calibration seeds."""
+    c, s, o = model["calibration"], model["settings"], model["owl"]
+    dtype = s.get("dtype") or "float32"
+    forward = s.get("forward_dtype")
+    pruning = dtype if forward in (None, dtype) else f"{dtype} with {forward} block forwards"
+    eval_dtype = s.get("eval_dtype") or dtype
+    windows = f"first {s['eval_limit']} windows" if s.get("eval_limit") else "every window"
+    return (f"**{model['label']}** (``{model['id']}``): calibration {c['calib_dataset']}, {c['nsamples']} windows of "
+            f"{c['seqlen']} tokens, {seeds}; pruning in {pruning}, evaluation in {eval_dtype}"
+            f"{AUTO_NOTE if eval_dtype == 'auto' else ''} on WikiText-2 test ({windows} of {c['seqlen']} tokens); "
+            f"OWL M {o['Hyper_m']:g}, lambda {o['Lamda']:g}.")
+
+
+def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """``{section: {model key: protocol line}}`` for every caption section of a validated config
+    (``models``: owl.grid.model_specs). The statistics section (LOD charts, allocations) covers
+    every model; a table or figure section its own models with its own seeds."""
+    from owl import grid
+
+    mean_note = "; geometric mean over the seeds, OWL against uniform paired by seed"
+    out = {"statistics": {k: protocol_line(m, "one statistics file per calibration seed") for k, m in models.items()}}
+    for section, source, note in (("main", "main", mean_note), ("sweep", "sweep", mean_note), ("ablation", "ablation", mean_note),
+                                  ("zero_shot", "zero_shot", ""), ("layerwise", "main", "")):
+        if not cfg.get(source):
+            continue
+        lines = {}
+        for key, seeds in grid.seeds_by_model(cfg, source).items():
+            phrase = _seed_phrase(seeds)
+            if section == "ablation":
+                for extra in cfg["ablation"].get("cell_seeds") or []:
+                    phrase += (f", cells M {', '.join(f'{x:g}' for x in extra['Hyper_m'])} x lambda "
+                               f"{', '.join(f'{x:g}' for x in extra['Lamda'])} also at seeds {format_seeds(extra['seeds'])}")
+            lines[key] = protocol_line(models[key], phrase + note)
+        out[section] = lines
+    return out

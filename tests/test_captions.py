@@ -1,0 +1,35 @@
+"""owl.report.captions: the protocol lines every HTML-report caption prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from owl import grid
+from owl.report import captions
+
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
+
+
+def test_seeds_are_written_as_ranges_only_when_consecutive():
+    assert captions.format_seeds([3, 1, 2, 0]) == "0-3"
+    assert captions.format_seeds([0, 2, 5]) == "0, 2, 5"
+    assert captions.format_seeds([0, 1]) == "0, 1" and captions.format_seeds([4]) == "4"
+
+
+def test_each_section_names_each_models_own_seeds_and_settings():
+    cfg = grid.validate_config({
+        "models": {"a": {"id": "tiny-a", "label": "A"}, "b": {"id": "tiny-b", "settings": {"eval_dtype": "auto"}}},
+        "calibration": {"nsamples": 8, "seqlen": 256},
+        "main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": {"a": [0, 1, 2, 3, 4]}},
+        "ablation": {"models": ["a"], "Hyper_m": [3, 10], "Lamda": [0.08],
+                     "cell_seeds": [{"Hyper_m": [3], "Lamda": [0.08], "seeds": [0, 1, 2]}]},
+    }, SCHEMA)
+    lines = captions.caption_protocols(cfg, grid.model_specs(cfg))
+    assert set(lines) == {"statistics", "main", "ablation", "layerwise"}  # no sweep or zero-shot section
+    assert lines["main"]["a"].startswith("**A** (``tiny-a``): calibration c4, 8 windows of 256 tokens, seeds 0-4 (5 draws)")
+    assert "seed 0 (one draw)" in lines["main"]["b"] and "native bf16" in lines["main"]["b"]
+    assert "native bf16" not in lines["main"]["a"] and "OWL M 5, lambda 0.08." in lines["main"]["a"]
+    assert "cells M 3 x lambda 0.08 also at seeds 0-2" in lines["ablation"]["a"]
+    assert list(lines["statistics"]) == ["a", "b"] and list(lines["ablation"]) == ["a"]
