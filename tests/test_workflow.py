@@ -309,7 +309,7 @@ def test_html_report_holds_every_table_and_figure_with_its_caption(tiny_run):
         assert f'"{category}"' in html
     # Captions say what and how: the tiny config's protocol, rendered from the config.
     assert html.count("calibration c4, 4 windows of 64 tokens, ") == len(expected)
-    assert "4 windows of 64 tokens, seeds 0, 1 (geometric mean over the seeds" in html  # main's own seeds
+    assert "4 windows of 64 tokens, seeds 0, 1 (2 draws); geometric mean over the seeds" in html  # main's own seeds
     assert "Zero-shot accuracy (%) with lm-evaluation-harness" in html and "boolq, rte, first 2 examples each" in html
 
 
