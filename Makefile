@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 OWL_DATA_DIR ?= $(abspath ../shared/data)
 CORES ?= 2
 
-.PHONY: setup test reproduce bench
+SHELL := /bin/bash
+
+.PHONY: setup test reproduce bench seed-grid
 
 $(BIN)/owl: pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,16 @@ test: setup
 
 reproduce: setup
 	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake reproduce_all --cores $(CORES)
+
+# The seed grid of config/default-seeds.yaml, batch by batch (owl/grid.py run_batches: section,
+# model, seed), so that what finishes is whole seeds that can be committed; resumes where it stopped.
+SEED_CONFIG ?= config/default-seeds.yaml
+seed-grid: setup
+	$(BIN)/python -m owl.grid batches $(SEED_CONFIG) | while IFS=$$'\t' read -r label targets; do \
+	  echo "== $$(date -u +%T) $$label"; \
+	  OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES) \
+	    --rerun-triggers mtime input --configfile $(SEED_CONFIG) -- $$targets || exit 1; \
+	done
 
 bench: setup
 	OWL_DATA_DIR=$(OWL_DATA_DIR) $(BIN)/python bench/bench.py

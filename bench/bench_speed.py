@@ -12,6 +12,8 @@ default config's ``eval_dtype`` (``--eval_dtype``). Old code: a checkout of the 
 work (``git worktree add --detach ../old <commit>``).
 
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results_speed.json
+    OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --protocol default \
+        --out bench/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
 """
 
 from __future__ import annotations
@@ -134,17 +136,25 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--nsamples", type=int, default=8)
     p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--eval_limit", type=int, default=8)
+    p.add_argument("--eval_limit", type=lambda v: None if v == "all" else int(v), default=8,
+                   help="WikiText-2 test windows to evaluate ('all': the whole test set)")
+    p.add_argument("--protocol", choices=("issue", "default"), default="issue",
+                   help="default: the default config's protocol (32 windows of 2048, the whole test set), OWL w. Wanda "
+                        "first run and cached, old and new, float32 pruning (~40 min here); overrides --nsamples, "
+                        "--eval_limit, --runs and --no_mixed")
     p.add_argument("--eval_dtype", default="bfloat16", help="the default config's (auto: bfloat16 on an avx512_bf16 CPU)")
     p.add_argument("--calib_batch_size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", default="", help="comma-separated labels to run (default: all)")
+    p.add_argument("--runs", default="", help="';'-separated labels to run (default: all)")
     p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
     p.add_argument("--trees", default="old,new", help="which trees run the plan (e.g. new alone for --calib_batch_size)")
     p.add_argument("--concurrency", action="store_true",
                    help="grid throughput instead: two runs at once with threads/2 each against one run at --threads (new tree)")
     p.add_argument("--out", default=str(REPO / "bench" / "results_speed.json"))
     args = p.parse_args(argv)
+    if args.protocol == "default":
+        args.nsamples, args.eval_limit, args.no_mixed = 32, None, True
+        args.runs = "wanda_owl, first run;wanda_owl, statistics cached"
 
     trees = {"old": Path(args.old).resolve(), "new": Path(args.new).resolve()}
     work = Path(tempfile.mkdtemp(prefix="owl-bench-speed-"))
@@ -163,7 +173,7 @@ def main(argv=None) -> int:
     plan = [(name, r) for r in RUNS for name in names]  # interleaved: a load change hits both alike
     if not args.no_mixed:
         plan += [("new", r) for r in MIXED_RUNS]
-    wanted = {w.strip() for w in args.runs.split(",") if w.strip()}
+    wanted = {w.strip() for w in args.runs.split(";") if w.strip()}
     for tree_name, (label, method, cached, evaluate, extra) in plan:
         if wanted and label not in wanted:
             continue

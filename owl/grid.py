@@ -165,7 +165,7 @@ def run_name(point: str, seed: int | None) -> str:
 def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dict]:
     """Every run of a validated config: ``{(model key, run name): run}``.
 
-    A run is ``{model, method, sparsity, Hyper_m, Lamda, seed, point, zero_shot, uses_stats}``.
+    A run is ``{model, method, sparsity, Hyper_m, Lamda, seed, point, zero_shot, uses_stats, sections}``.
     The grid is the union of the sections; a point in several sections runs at the union of their
     seeds, and a run is a zero-shot run when its point and seed are in the zero_shot section.
     """
@@ -184,8 +184,10 @@ def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dic
         for seed in seeds:
             run = runs.setdefault((model, run_name(point, seed)), {
                 "model": model, "method": method, "sparsity": sparsity, "Hyper_m": hyper_m, "Lamda": lamda,
-                "seed": seed, "point": point, "zero_shot": False, "uses_stats": is_owl(method)})
+                "seed": seed, "point": point, "zero_shot": False, "uses_stats": is_owl(method), "sections": []})
             run["zero_shot"] = run["zero_shot"] or section == "zero_shot"
+            if section not in run["sections"]:
+                run["sections"].append(section)
 
     main = cfg["main"]
     for model in main["models"]:
@@ -251,3 +253,53 @@ def ablation_runs(cfg: dict, runs: dict) -> list[tuple[str, str]]:
 
     return [key for key, r in runs.items()
             if r["model"] in ab["models"] and math.isclose(r["sparsity"], ab["sparsity"]) and (r["method"] == baseline or in_grid(r))]
+
+
+# ---- batches: a long grid in an order whose finished parts are whole tables ----------------------
+def run_batches(cfg: dict, runs: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The runs of a grid as ``[(label, run keys)]``, in the order to run them across sessions:
+    section by section (main, sweep, ablation, zero_shot), model by model, seed by seed, each run
+    in the first batch that holds it. Once a batch is done, the seeds of its (section, model) up to
+    that seed are complete, so they can be committed and listed in the config on their own.
+    Prune jobs (result.json) only: zeroshot jobs are their own target."""
+    done, batches = set(), []
+    for section in SECTIONS:
+        if not cfg.get(section):
+            continue
+        for model in cfg[section]["models"]:
+            section_runs = [(k, r) for k, r in runs.items() if r["model"] == model and section in r["sections"]]
+            seeds = sorted({r["seed"] for _, r in section_runs if r["seed"] is not None})
+            for seed in [None, *seeds]:
+                keys = [k for k, r in section_runs if r["seed"] == seed and k not in done]
+                if keys:
+                    done.update(keys)
+                    batches.append((f"{section} {model} " + ("uncalibrated" if seed is None else f"seed {seed}"), keys))
+    return batches
+
+
+def main(argv=None) -> int:
+    """``python -m owl.grid batches CONFIG [--results DIR]``: one line per batch of CONFIG's grid
+    whose runs are not all finished, ``<label>\t<result.json paths>`` (what ``make seed-grid`` runs)."""
+    import argparse
+    from pathlib import Path
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m owl.grid")
+    parser.add_argument("command", choices=["batches"])
+    parser.add_argument("config")
+    parser.add_argument("--results", default=None, help="results folder (default: the config's results_dir/name)")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parents[1]
+    cfg = validate_config(yaml.safe_load(Path(args.config).read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
+    out = Path(args.results or f"{cfg['results_dir']}/{cfg.get('name') or Path(args.config).stem}")
+    for label, keys in run_batches(cfg, expand_grid(cfg, model_specs(cfg))):
+        paths = [out / "runs" / model / run / "result.json" for model, run in keys]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            print(f"{label}\t{' '.join(missing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -138,7 +138,7 @@ def test_a_bad_config_is_one_line_naming_the_key(change, message):
 
 
 def test_the_shipped_configs_are_valid_and_default_to_seed_zero():
-    for name in ("default", "paper", "tiny"):
+    for name in ("default", "default-seeds", "paper", "tiny"):
         cfg = grid.validate_config(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()), SCHEMA)
         assert 0 in cfg["seeds"]
         declared = set(cfg["seeds"])
@@ -147,3 +147,33 @@ def test_the_shipped_configs_are_valid_and_default_to_seed_zero():
                 declared.update(k for seeds in grid.seeds_by_model(cfg, section).values() for k in seeds)
                 declared.update(k for extra in cfg[section].get("cell_seeds") or [] for k in extra["seeds"])
         assert all(r["seed"] in (None, *declared) for r in runs_of(cfg).values())
+
+
+def test_batches_hold_every_run_once_section_by_section_and_seed_by_seed():
+    cfg = config(models={"m": {"id": "tiny-model"}, "g": {"id": "other-model"}},
+                 main={"sparsity": 0.7, "methods": ["dense", "wanda", "wanda_owl"], "seeds": {"m": [0, 1, 2], "g": [0]}},
+                 sweep={"models": ["m"], "methods": ["wanda"], "sparsities": [0.5, 0.7], "seeds": [0, 3]}, ablation=None)
+    runs = runs_of(cfg)
+    batches = grid.run_batches(cfg, runs)
+    labels = [label for label, _ in batches]
+    assert labels == ["main m uncalibrated", "main m seed 0", "main m seed 1", "main m seed 2",
+                      "main g uncalibrated", "main g seed 0", "sweep m seed 0", "sweep m seed 3"]
+    keys = [k for _, batch in batches for k in batch]
+    assert sorted(keys) == sorted(runs) and len(keys) == len(set(keys))  # every run, once
+    assert dict(batches)["main m seed 1"] == [("m", "wanda_s0.7_seed1"), ("m", "wanda_owl_s0.7_m5_l0.08_seed1")]
+    # wanda at 70% is in main and sweep: seed 0 ran with main, so the sweep's seed-0 batch is the rest
+    assert dict(batches)["sweep m seed 0"] == [("m", "wanda_s0.5_seed0")]
+    assert ("m", "wanda_s0.7_seed3") in dict(batches)["sweep m seed 3"]
+
+
+def test_the_batches_command_lists_only_unfinished_runs(tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({"name": "c", "models": {"m": {"id": "tiny-model"}},
+                                        "main": {"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": [0, 1]}}))
+    done = tmp_path / "res" / "runs" / "m" / "wanda_s0.7_seed0" / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    assert grid.main(["batches", str(cfg_path), "--results", str(tmp_path / "res")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["main m uncalibrated", "main m seed 1"]
+    assert lines[1].split("\t")[1] == str(tmp_path / "res" / "runs" / "m" / "wanda_s0.7_seed1" / "result.json")
