@@ -291,7 +291,10 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=None, help="results folder (default: the config's results_dir/name)")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
-    cfg = validate_config(yaml.safe_load(Path(args.config).read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
+    try:
+        cfg = validate_config(yaml.safe_load(Path(args.config).read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
+    except (OSError, yaml.YAMLError, ConfigError) as err:
+        parser.exit(2, f"python -m owl.grid: error: {args.config}: {err}\n".replace("\n", " ").rstrip() + "\n")
     out = Path(args.results or f"{cfg['results_dir']}/{cfg.get('name') or Path(args.config).stem}")
     for label, keys in run_batches(cfg, expand_grid(cfg, model_specs(cfg))):
         paths = [out / "runs" / model / run / "result.json" for model, run in keys]

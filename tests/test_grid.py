@@ -177,3 +177,13 @@ def test_the_batches_command_lists_only_unfinished_runs(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["main m uncalibrated", "main m seed 1"]
     assert lines[1].split("\t")[1] == str(tmp_path / "res" / "runs" / "m" / "wanda_s0.7_seed1" / "result.json")
+
+
+def test_the_batches_command_refuses_a_bad_config_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"models": {"m": {"id": "x"}}, "main": {"sparsity": 1.5, "methods": ["wanda"]}}))
+    for path, why in ((bad, "main.sparsity: 1.5"), (tmp_path / "missing.yaml", "No such file")):
+        with pytest.raises(SystemExit) as caught:
+            grid.main(["batches", str(path)])
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and err.count("\n") == 1 and str(path) in err and why in err
