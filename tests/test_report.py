@@ -542,3 +542,11 @@ def test_markdown_escapes_pipes():
     text = report.to_markdown(pd.DataFrame({"a|b": ["x|y"]}))
     assert text.splitlines()[0] == "| a\\|b |"
     assert text.splitlines()[2] == "| x\\|y |"
+
+
+def test_unpaired_seeds_of_several_ablation_cells_are_named_once_per_row(tmp_path):
+    results = [make_result("a", "wanda", 0.7, w, seed=s) for s, w in enumerate([25.0, 20.0, 30.0])]
+    results += [make_result("a", "wanda_owl", 0.7, 20.0, hyper_m=m, lamda=l) for m, l in ((3, 0.04), (5, 0.08))]
+    text = report.build_tables(report.load_runs(results), ablation_spec(), tmp_path, ["ablation"])["ablation_a"]["markdown"]
+    assert ("- † Unpaired seeds, left out of the ratio: a OWL w. Wanda at 70%, (M, λ) = (3, 0.04), (5, 0.08): "
+            "Wanda seeds 1, 2 without an OWL run.") in text

@@ -137,6 +137,9 @@ def _ratio_summary(stats) -> RatioSummary:
 
 
 def _unpaired(stats) -> bool:
+    """Seeds on one side only of a cell that has runs (a cell with no run at all is a dash, not a note)."""
+    if not stats["n"]:
+        return False
     return any(isinstance(stats[c], list) and stats[c] for c in ("only_owl", "only_baseline"))
 
 
@@ -227,6 +230,17 @@ def _seeds(seeds: Sequence[int]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
+def _where(row: str, settings: list) -> str:
+    """Cells of one table row: ``a OWL w. Wanda at 70% (M=5, λ=0.08)``, or for several OWL settings
+    ``... at 70%, (M, λ) = (3, 0.04), (3, 0.08)``."""
+    settings = [x for x in settings if x is not None]
+    if not settings:
+        return row
+    if len(settings) == 1:
+        return f"{row} (M={settings[0][0]}, λ={settings[0][1]})"
+    return f"{row}, (M, λ) = " + ", ".join(f"({m}, {lam})" for m, lam in settings)
+
+
 def ppl_notes(cells: pd.DataFrame) -> list[str]:
     """What the cells of a perplexity table are, and what a reader must know about them: the
     methods without calibration data, the ratio and its interval, unpaired seeds, mixed protocols."""
@@ -243,22 +257,22 @@ def ppl_notes(cells: pd.DataFrame) -> list[str]:
                      f"ratios with a {CONFIDENCE:.0%} t-interval on the log ratios (t with n-1 degrees of freedom); wins: "
                      "seeds where OWL's perplexity is lower. Below 1 OWL is better; bold, better and worse only where the "
                      "interval excludes 1; one seed (n=1) gives no interval and no claim.")
-    unpaired: dict[str, list[str]] = {}  # what is unpaired -> the cells it concerns
+    unpaired: dict[str, dict[str, list]] = {}  # what is unpaired -> row (model, method, sparsity) -> its (M, λ)
     for _, stats in cells.iterrows():
         if not _unpaired(stats):
             continue
-        where = f"{stats['label']} {method_label(stats['method'])} at {pct(stats['sparsity'])}"
-        if not pd.isna(stats["Hyper_m"]):
-            where += f" (M={num(stats['Hyper_m'])}, λ={num(stats['Lamda'])})"
+        row = f"{stats['label']} {method_label(stats['method'])} at {pct(stats['sparsity'])}"
+        setting = None if pd.isna(stats["Hyper_m"]) else (num(stats["Hyper_m"]), num(stats["Lamda"]))
         parts = []
         if stats["only_owl"]:
             parts.append(f"{_seeds(stats['only_owl'])} without a {method_label(stats['baseline'])} run")
         if stats["only_baseline"]:
             parts.append(f"{method_label(stats['baseline'])} {_seeds(stats['only_baseline'])} without an OWL run")
-        unpaired.setdefault("; ".join(parts), []).append(where)
+        unpaired.setdefault("; ".join(parts), {}).setdefault(row, []).append(setting)
     if unpaired:
         notes.append(f"{UNPAIRED_MARK} Unpaired seeds, left out of the ratio: "
-                     + "; ".join(f"{', '.join(wheres)}: {what}" for what, wheres in unpaired.items()) + ".")
+                     + "; ".join(f"{', '.join(_where(row, settings) for row, settings in rows.items())}: {what}"
+                                 for what, rows in unpaired.items()) + ".")
     recorded: dict[str, set[str]] = {}
     for pairs in cells["protocols"]:
         for field, value in pairs:
