@@ -7,7 +7,6 @@ prints them. One function says what a protocol is, instead of one copy of it per
 
 from __future__ import annotations
 
-CAPTION_SECTIONS = ("main", "sweep", "ablation", "zero_shot", "layerwise", "statistics")
 AUTO_NOTE = " (bfloat16 where the device has native bf16, else float32; each result.json records the choice)"
 
 
