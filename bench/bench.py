@@ -177,9 +177,14 @@ class Timers:
 
         timers = self
         patch(owl.sequential.BlockStep, "forward", self.wrap("block_forward_incl_observers", owl.sequential.BlockStep.forward))
-        patch(owl.pruning, "prune_layer", self.wrap("prune_layer_incl_masks", owl.pruning.prune_layer))
-        for name in ("magnitude_mask", "row_mask", "nm_mask", "wanda_variant_mask", "wanda_scores", "sparsegpt_prune_"):
-            patch(owl.methods, name, self.wrap(f"fn.{name}", getattr(owl.methods, name)))
+        # The driver prunes through one of these (magnitude per layer, the others per shared input).
+        for name in ("prune_layer", "prune_layers_sharing_input"):
+            if hasattr(owl.pruning, name):  # an older tree may lack the second
+                patch(owl.pruning, name, self.wrap("prune_layer_incl_masks", getattr(owl.pruning, name)))
+        for name in ("magnitude_mask", "row_mask", "nm_mask", "wanda_variant_mask", "wanda_scores",
+                     "sparsegpt_prune_", "sparsegpt_prune_group_"):
+            if hasattr(owl.methods, name):
+                patch(owl.methods, name, self.wrap(f"fn.{name}", getattr(owl.methods, name)))
 
         def timed_accumulator(base):
             class Timed(base):

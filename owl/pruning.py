@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions, prepare_statistic, prune_layer
+from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions, prepare_statistic, prune_layer, prune_layers_sharing_input
 from owl.models import find_decoder_blocks, find_linear_sublayers
 from owl.sequential import SharedInputStatistics, sequential_blocks
 from owl.statistics import CalibrationStatistics, RowNormAccumulator
@@ -79,8 +79,11 @@ def prune_model(
         statistics = _statistics_of(step, accumulator_class, device)
         step.forward(statistics)  # stops each batch once every linear input is seen
         prepared = statistics.values(lambda value: prepare_statistic(method, value, options))
+        groups = statistics.groups
         del statistics
-        for name, layer in step.linear_layers.items():
-            prune_layer(method, layer, prepared.pop(name), targets[step.index], options)
+        for owner, names in groups.items():
+            layers = [step.linear_layers[name] for name in names]
+            prune_layers_sharing_input(method, layers, prepared[owner], targets[step.index], options)
+        del prepared
         step.sync_forward_weights()
         step.forward(advance=True)

@@ -16,7 +16,7 @@ import torch
 from owl.errors import OwlError
 from owl.masks import lowest_k_flat_mask
 
-__all__ = ["HessianFactor", "factor_hessian", "sparsegpt_prune_"]
+__all__ = ["HessianFactor", "factor_hessian", "sparsegpt_prune_", "sparsegpt_prune_group_"]
 
 
 def _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp) -> None:
@@ -112,9 +112,32 @@ def sparsegpt_prune_(
     is added to the diagonal. Computation runs in float32 on ``weight``'s device; the result is cast
     back to ``weight``'s dtype. Raises ``RuntimeError`` if the dampened Hessian is not positive definite.
     """
-    _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
-    rows, cols = weight.shape
-    w = weight.detach().to(dtype=torch.float32, copy=True)
+    sparsegpt_prune_group_([weight], hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
+
+
+@torch.no_grad()
+def sparsegpt_prune_group_(
+    weights: list[torch.Tensor],
+    hessian: torch.Tensor | HessianFactor,
+    sparsity: float,
+    prune_n: int = 0,
+    prune_m: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> None:
+    """:func:`sparsegpt_prune_` for weights that share one Hessian (layers reading one input, as
+    q/k/v do), in one column loop over their rows stacked: the loop's cost is mostly per column, not
+    per row. Each weight keeps its own mask (the per-block count is per weight) and every row's
+    arithmetic is the single weight's (elementwise in the column loop, one matmul per weight for the
+    later blocks), so the result is bit-identical to pruning them one by one (tests/test_speed_paths.py)."""
+    weights = list(weights)
+    if not weights:
+        raise OwlError("sparsegpt_prune_group_ needs at least one weight")
+    for weight in weights:
+        _check_args(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
+    row_counts = [weight.shape[0] for weight in weights]
+    cols = weights[0].shape[1]
+    w = torch.cat([weight.detach().to(dtype=torch.float32) for weight in weights])  # a copy
     factor = hessian if isinstance(hessian, HessianFactor) else factor_hessian(hessian, percdamp, w.device)
     hinv, dead = factor.upper.to(w.device), factor.dead.to(w.device)
     w[:, dead] = 0.0
@@ -132,10 +155,14 @@ def sparsegpt_prune_(
         d1 = torch.diag(hinv1)
 
         mask1 = torch.zeros(w1.shape, dtype=torch.bool, device=w.device)
-        if prune_n == 0:
-            k = int(w1.numel() * sparsity)
-            if k > 0:  # the k lowest saliencies of the block, ties by position in the [rows, count] order
-                mask1 = lowest_k_flat_mask((w1.t() ** 2 / d1.reshape(1, -1) ** 2).contiguous(), k).t().contiguous()
+        if prune_n == 0 and sparsity > 0:
+            # Per weight: the k lowest saliencies of its block, ties by position in the [rows, count] order.
+            saliency = w1.t() ** 2 / d1.reshape(1, -1) ** 2
+            masks = []
+            for part in saliency.split(row_counts):
+                k = int(part.numel() * sparsity)
+                masks.append(lowest_k_flat_mask(part.contiguous(), k) if k > 0 else torch.zeros_like(part, dtype=torch.bool))
+            mask1 = torch.cat(masks).t().contiguous()
 
         # Per-row views and the pivots as Python floats (exact: float32 -> double -> float32) made
         # once, so each column costs a handful of kernel calls.
@@ -153,7 +180,9 @@ def sparsegpt_prune_(
             w1[i:].sub_(hinv1[i, i:].unsqueeze(1) * err)
 
         w[:, start:end] = q1.t()
-        if end < cols:
-            w[:, end:] -= err1.t().contiguous() @ hinv[start:end, end:]
+        if end < cols:  # one matmul per weight: its shape, so its summation order, is the single weight's
+            for rows, err in zip(w.split(row_counts), err1.t().split(row_counts)):
+                rows[:, end:] -= err.contiguous() @ hinv[start:end, end:]
 
-    weight.copy_(w.to(weight.dtype))
+    for weight, pruned in zip(weights, w.split(row_counts)):
+        weight.copy_(pruned.to(weight.dtype))

@@ -46,12 +46,27 @@ class RowNormAccumulator:
         return self.sum_of_squares / max(self.samples, 1)
 
 
+def lower_triangle_blocks(features: int, min_block: int = 256) -> list[tuple[int, int]]:
+    """Row blocks ``[start, end)`` for accumulating the lower triangle of ``x^T x`` block by block:
+    block ``[a, b)`` computes rows ``a:b``, columns ``:b``, i.e. ``(k + 1) / 2k`` of the full
+    product's arithmetic for ``k`` blocks. Blocks of at least ``min_block`` features keep each
+    matmul large enough to run at the full matmul rate."""
+    count = max(1, features // min_block)
+    edges = [round(i * features / count) for i in range(count + 1)]
+    return list(zip(edges, edges[1:]))
+
+
 class HessianAccumulator:
-    """SparseGPT's layer Hessian ``H = 2/n * sum x x^T`` over the calibration tokens (n = samples)."""
+    """SparseGPT's layer Hessian ``H = 2/n * sum x x^T`` over the calibration tokens (n = samples).
+
+    Only the lower triangle (with the diagonal) is accumulated, by row blocks, and mirrored in
+    :attr:`value`: the Cholesky factorisation reads only that triangle, and each of its entries is
+    the same dot product as in the full ``x^T x``, bit for bit (tests/test_speed_paths.py)."""
 
     def __init__(self, features: int, device: torch.device | str = "cpu"):
         self.sum_of_outer = torch.zeros(features, features, dtype=torch.float32, device=device)
         self.samples = 0
+        self._blocks = lower_triangle_blocks(features)
 
     @staticmethod
     def nbytes(features: int) -> int:
@@ -59,12 +74,14 @@ class HessianAccumulator:
 
     def add(self, inputs: torch.Tensor) -> None:
         rows, samples = _as_rows(inputs)
-        self.sum_of_outer.addmm_(rows.t(), rows)
+        for start, end in self._blocks:
+            self.sum_of_outer[start:end, :end].addmm_(rows[:, start:end].t(), rows[:, :end])
         self.samples += samples
 
     @property
     def value(self) -> torch.Tensor:
-        return self.sum_of_outer * (2.0 / max(self.samples, 1))
+        lower = self.sum_of_outer.tril()
+        return (lower + lower.tril(-1).t()) * (2.0 / max(self.samples, 1))
 
 
 @dataclass

@@ -12,8 +12,8 @@ from owl.methods import LayerTarget, MethodOptions
 from owl.models import find_decoder_blocks, find_linear_sublayers
 from owl.pruning import compute_statistics, prune_model
 from owl.sequential import SharedInputStatistics, sequential_blocks
-from owl.sparsegpt import factor_hessian, sparsegpt_prune_
-from owl.statistics import HessianAccumulator, RowNormAccumulator
+from owl.sparsegpt import factor_hessian, sparsegpt_prune_, sparsegpt_prune_group_
+from owl.statistics import HessianAccumulator, RowNormAccumulator, lower_triangle_blocks
 
 
 def _windows(n=4, seqlen=24, vocab=300, seed=0):
@@ -81,6 +81,53 @@ def test_missing_input_is_an_error_not_a_silent_zero():
     shared.observe("a", torch.ones(2, 3))
     with pytest.raises(RuntimeError, match="no input observed"):
         shared.values()
+
+
+@pytest.mark.parametrize("features", [5, 300, 700])
+def test_blocked_hessian_lower_triangle_equals_the_full_product_bit_for_bit(features):
+    generator = torch.Generator().manual_seed(features)
+    batches = [torch.randn(2, 96, features, generator=generator) * torch.rand(features, generator=generator) * 4
+               for _ in range(3)]
+    accumulator = HessianAccumulator(features)
+    full = torch.zeros(features, features)
+    for x in batches:
+        accumulator.add(x)
+        rows = x.reshape(-1, features)
+        full.addmm_(rows.t(), rows)
+    value = accumulator.value
+    expected = full * (2.0 / 6)
+    lower = torch.tril(torch.ones(features, features, dtype=torch.bool))
+    assert torch.equal(value[lower], expected[lower])  # what Cholesky reads: unchanged
+    assert torch.equal(value, value.t())
+    assert torch.allclose(value, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_lower_triangle_blocks_cover_every_row_once():
+    for features in (1, 255, 256, 576, 1536, 8192):
+        blocks = lower_triangle_blocks(features)
+        assert blocks[0][0] == 0 and blocks[-1][1] == features
+        assert all(a < b and b == c for (a, b), (c, _) in zip(blocks, blocks[1:] + [(blocks[-1][1], None)]))
+        assert len(blocks) == max(1, features // 256)
+
+
+@pytest.mark.parametrize(("rows", "n", "m"), [((24, 8, 8), 0, 0), ((7, 40), 0, 0), ((16, 16), 2, 4)])
+def test_sparsegpt_group_equals_one_layer_at_a_time_bit_for_bit(rows, n, m):
+    generator = torch.Generator().manual_seed(len(rows))
+    cols = 48
+    x = torch.randn(200, cols, generator=generator) * torch.rand(cols, generator=generator) * 3
+    x[:, 5] = 0  # a dead input
+    h = 2 * x.t() @ x / 200
+    weights = [torch.randn(r, cols, generator=generator) for r in rows]
+    one_by_one = [w.clone() for w in weights]
+    for w in one_by_one:
+        sparsegpt_prune_(w, h, 0.7, prune_n=n, prune_m=m, blocksize=16)
+    grouped = [w.clone() for w in weights]
+    sparsegpt_prune_group_(grouped, factor_hessian(h, 0.01), 0.7, prune_n=n, prune_m=m, blocksize=16)
+    for a, b in zip(one_by_one, grouped):
+        assert torch.equal(a, b)
+    if not n:  # each weight its own count per block of 16 columns (the dead column's zeros prune first)
+        for w in grouped:
+            assert (w == 0).sum().item() == 3 * int(len(w) * 16 * 0.7)
 
 
 def test_sparsegpt_with_shared_factor_equals_sparsegpt_with_hessian():
