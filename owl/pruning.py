@@ -29,12 +29,13 @@ def _statistics_of(step, accumulator_class, device) -> SharedInputStatistics:
 
 def compute_statistics(
     model: nn.Module, windows: torch.Tensor, device, batch_size: int, meta: dict | None = None,
-    forward_dtype: torch.dtype | None = None, storage=None,
+    forward_dtype: torch.dtype | None = None, storage=None, chunk_size="auto",
 ) -> CalibrationStatistics:
     """Wanda statistics of every linear sublayer, on the dense model, one forward per block and batch."""
     scaler_rows = []
     batches = _batches(windows, batch_size)
-    for step in sequential_blocks(model, batches, device, desc="statistics (dense model)", forward_dtype=forward_dtype, storage=storage):
+    for step in sequential_blocks(model, batches, device, desc="statistics (dense model)", forward_dtype=forward_dtype,
+                                  storage=storage, chunk_size=chunk_size):
         statistics = _statistics_of(step, RowNormAccumulator, device)
         step.forward(statistics, advance=True)
         scaler_rows.append({name: value.cpu() for name, value in statistics.values().items()})
@@ -52,13 +53,15 @@ def prune_model(
     batch_size: int = 8,
     forward_dtype: torch.dtype | None = None,
     storage=None,
+    chunk_size="auto",
 ) -> None:
     """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt).
 
     With ``forward_dtype`` (mixed precision) the block forwards run in that precision while
     statistics, scores, masks and SparseGPT's solver stay float32 and the pruned weights keep
     the model's dtype. ``storage``: where the calibration hidden states are kept
-    (owl.memory.activation_storage).
+    (owl.memory.activation_storage). ``chunk_size``: windows per block call (owl.sequential); it
+    changes the speed, never the result.
     """
     blocks = find_decoder_blocks(model)
     if len(targets) != len(blocks):
@@ -75,7 +78,8 @@ def prune_model(
     if windows is None:
         raise ValueError(f"{method} needs calibration windows")
     batches = _batches(windows, batch_size)
-    for step in sequential_blocks(model, batches, device, desc=f"pruning ({method})", forward_dtype=forward_dtype, storage=storage):
+    for step in sequential_blocks(model, batches, device, desc=f"pruning ({method})", forward_dtype=forward_dtype,
+                                  storage=storage, chunk_size=chunk_size):
         statistics = _statistics_of(step, accumulator_class, device)
         step.forward(statistics)  # stops each batch once every linear input is seen
         prepared = statistics.values(lambda value: prepare_statistic(method, value, options))

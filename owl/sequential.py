@@ -121,17 +121,36 @@ class SharedInputStatistics:
         self._make = make_accumulator
         self.owner: dict[str, str] = {}  # layer -> the layer whose accumulator holds its input
         self._accumulators: dict[str, object] = {}
-        self._seen: dict[int, tuple[weakref.ref, str]] = {}  # id(tensor) -> (its weakref, owner), this batch
+        self._seen: dict[int, tuple[weakref.ref, str]] = {}  # id(tensor) -> (its weakref, owner), this chunk
         self._layers_seen: set[str] = set()
+        self._pending: dict[str, list[torch.Tensor]] | None = None  # per owner, the chunks of this batch
 
-    def start_batch(self) -> None:
+    def start_batch(self, chunks: int = 1) -> None:
+        """A new calibration batch, run through the block in ``chunks`` calls. With several chunks
+        their inputs are kept and accumulated as one tensor at :meth:`end_batch`, so the statistic
+        is the one of the whole batch, bit for bit (a sum over the batch in one reduction)."""
+        self._pending = {} if chunks > 1 else None
+        self.start_chunk()
+
+    def start_chunk(self) -> None:
         self._seen.clear()
         self._layers_seen.clear()
 
+    def end_batch(self) -> None:
+        if self._pending:
+            for owner, parts in self._pending.items():
+                self._accumulator(owner).add(torch.cat(parts))
+        self._pending = None
+
     @property
     def batch_complete(self) -> bool:
-        """Whether every layer's input of the current batch has been observed."""
+        """Whether every layer's input of the current chunk has been observed."""
         return len(self._layers_seen) == len(self.names)
+
+    def _accumulator(self, owner: str):
+        if owner not in self._accumulators:
+            self._accumulators[owner] = self._make(owner)
+        return self._accumulators[owner]
 
     def observe(self, name: str, tensor: torch.Tensor) -> None:
         seen = self._seen.get(id(tensor))
@@ -142,9 +161,10 @@ class SharedInputStatistics:
         if owner != name:
             return
         self._seen[id(tensor)] = (weakref.ref(tensor), name)
-        if name not in self._accumulators:
-            self._accumulators[name] = self._make(name)
-        self._accumulators[name].add(tensor.detach())
+        if self._pending is None:
+            self._accumulator(name).add(tensor.detach())
+        else:
+            self._pending.setdefault(name, []).append(tensor.detach())
 
     @property
     def groups(self) -> dict[str, list[str]]:
@@ -184,6 +204,27 @@ def _observed(layers: dict[str, nn.Module], statistics: SharedInputStatistics | 
             handle.remove()
 
 
+def windows_per_block_call(device: torch.device) -> int | None:
+    """How many windows of a calibration batch go through a block in one call (None: the whole
+    batch). On a CPU one at a time: the MLP intermediates of one 2048-token window fit in the
+    cache, and a SmolLM2 block forward measured 0.77-0.94x of the batch-8 call at 2 threads
+    (bench/bench_speed.py). GPUs keep the whole batch: small calls waste them (not measured)."""
+    return 1 if torch.device(device).type == "cpu" else None
+
+
+def _batch_rows(value, start: int, end: int, batch: int):
+    """``value`` (tensors, nested tuples/lists/dicts) with every tensor that has a batch dimension
+    (2-D or more, first dimension ``batch``) cut to rows ``start:end``; the rest (rotary tables of
+    batch 1, 1-D ``cache_position``, flags) is shared by every chunk as it is."""
+    if isinstance(value, torch.Tensor):
+        return value[start:end] if value.dim() >= 2 and value.shape[0] == batch else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_batch_rows(v, start, end, batch) for v in value)
+    if isinstance(value, dict):
+        return {k: _batch_rows(v, start, end, batch) for k, v in value.items()}
+    return value
+
+
 def _cast_floats(value, dtype: torch.dtype, memo: dict):
     """``value`` (tensors, nested tuples/lists/dicts) with floating tensors cast to ``dtype``; a
     tensor shared between batches (masks, rotary tables) stays shared through ``memo``."""
@@ -208,8 +249,10 @@ class BlockStep:
     weights :meth:`sync_forward_weights` refreshes from ``block`` after pruning.
     """
 
-    def __init__(self, index: int, block: nn.Module, inputs: BlockInputs, forward_dtype: torch.dtype | None = None):
+    def __init__(self, index: int, block: nn.Module, inputs: BlockInputs, forward_dtype: torch.dtype | None = None,
+                 chunk_size: int | None = None):
         self.index, self.block, self._inputs = index, block, inputs
+        self.chunk_size = chunk_size  # windows per block call; None: the whole batch
         self.linear_layers = find_linear_sublayers(block)
         weight_dtype = next(block.parameters()).dtype
         if forward_dtype is None or forward_dtype == weight_dtype:
@@ -236,16 +279,28 @@ class BlockStep:
         device = next(self.block.parameters()).device
         with _observed(self._forward_layers, statistics, stop_when_complete=not advance):
             for b, hidden in enumerate(self._inputs.hidden):
+                size = len(hidden)
+                step = min(self.chunk_size or size, size)
+                starts = range(0, size, step)
                 if statistics is not None:
-                    statistics.start_batch()
-                try:
-                    # Hidden states kept on the host are streamed to the block's device one batch at a time.
-                    out = self._forward_block(hidden.to(device), *args[b], **kwargs[b])
-                except _StopForward:
-                    continue
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
+                    statistics.start_batch(chunks=len(starts))
+                outputs = []
+                for start in starts:
+                    end = min(start + step, size)
+                    chunk_args, chunk_kwargs = (args[b], kwargs[b]) if step == size else \
+                        (_batch_rows(args[b], start, end, size), _batch_rows(kwargs[b], start, end, size))
+                    if statistics is not None:
+                        statistics.start_chunk()
+                    try:
+                        # Hidden states kept on the host are streamed to the block's device one chunk at a time.
+                        out = self._forward_block(hidden[start:end].to(device), *chunk_args, **chunk_kwargs)
+                    except _StopForward:
+                        continue
+                    outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
+                if statistics is not None:
+                    statistics.end_batch()
                 if advance:
+                    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
                     self._inputs.hidden[b] = out.to(hidden.device)
 
 
@@ -256,6 +311,7 @@ def sequential_blocks(
     desc: str = "blocks",
     forward_dtype: torch.dtype | None = None,
     storage: torch.device | str | None = None,
+    chunk_size: int | None | str = "auto",
 ) -> Iterator[BlockStep]:
     """Yield a :class:`BlockStep` per block, the block on ``device`` while the caller works on it.
 
@@ -263,9 +319,13 @@ def sequential_blocks(
     next block sees this block's outputs. With ``forward_dtype`` the blocks run in that precision
     (hidden states and floating keyword arguments cast to it) while their weights stay as they are.
     ``storage``: where the hidden states of all batches are kept between blocks (default ``device``;
-    ``cpu`` streams them per batch to a GPU, see owl.memory).
+    ``cpu`` streams them per batch to a GPU, see owl.memory). ``chunk_size``: windows per block
+    call (``"auto"``: :func:`windows_per_block_call`; None: whole batches). Results do not depend
+    on it: the statistics are still those of whole batches, bit for bit (tests/test_speed_paths.py).
     """
     device = torch.device(device)
+    if chunk_size == "auto":
+        chunk_size = windows_per_block_call(device)
     blocks = find_decoder_blocks(model)
     inputs = capture_block_inputs(model, token_batches, device, torch.device(storage) if storage else None)
     if forward_dtype is not None and forward_dtype != next(model.parameters()).dtype:
@@ -280,6 +340,6 @@ def sequential_blocks(
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         try:
-            yield BlockStep(index, block, inputs, forward_dtype)
+            yield BlockStep(index, block, inputs, forward_dtype, chunk_size)
         finally:
             block.to(home)

@@ -73,13 +73,15 @@ def test_runner_hidden_states_match_full_model_hidden_states(model):
 def test_statistics_pass_runs_each_block_once_per_batch(model):
     windows = _windows(n=4)
     calls = [0] * len(find_decoder_blocks(model))
-    handles = [b.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)) for i, b in enumerate(find_decoder_blocks(model))]
+    # Windows through each block: every window once (the CPU runs a batch one window per call).
+    handles = [b.register_forward_hook(lambda _m, inputs, _o, i=i: calls.__setitem__(i, calls[i] + len(inputs[0])))
+               for i, b in enumerate(find_decoder_blocks(model))]
     try:
         stats = compute_statistics(model, windows, "cpu", batch_size=2)
     finally:
         for h in handles:
             h.remove()
-    assert calls == [2] * len(calls)
+    assert calls == [4] * len(calls)
     assert stats.n_blocks == len(calls)
 
 

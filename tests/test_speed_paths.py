@@ -35,7 +35,7 @@ def _per_layer_inputs(step):
 
 @pytest.mark.parametrize("accumulator", [RowNormAccumulator, HessianAccumulator])
 def test_shared_statistics_equal_per_layer_accumulation_bit_for_bit(model, family, accumulator):
-    for step in sequential_blocks(model, list(_windows().split(3)), "cpu"):
+    for step in sequential_blocks(model, list(_windows().split(3)), "cpu", chunk_size=None):
         inputs = _per_layer_inputs(step)
         layers = step.linear_layers
         shared = SharedInputStatistics(layers, lambda n: accumulator(layers[n].in_features))
@@ -56,14 +56,49 @@ def test_shared_statistics_equal_per_layer_accumulation_bit_for_bit(model, famil
         break
 
 
-def test_observe_forward_stops_before_the_last_linear_runs(model):
-    for step in sequential_blocks(model, [_windows()], "cpu"):
+@pytest.mark.parametrize("accumulator", [RowNormAccumulator, HessianAccumulator])
+def test_forward_one_window_at_a_time_changes_nothing_bit_for_bit(model, accumulator):
+    """Chunked block calls give the whole batch's statistics and block outputs, bit for bit."""
+    batches = list(_windows(n=5).split(3))  # uneven: 3 + 2
+    results = {}
+    for chunk_size in (None, 1, 2):
+        values, outputs = [], []
+        for step in sequential_blocks(model, [b.clone() for b in batches], "cpu", chunk_size=chunk_size):
+            layers = step.linear_layers
+            shared = SharedInputStatistics(layers, lambda n: accumulator(layers[n].in_features))
+            step.forward(shared)
+            values.append(shared.values())
+            step.forward(advance=True)
+            outputs.append([h.clone() for h in step._inputs.hidden])
+        results[chunk_size] = values, outputs
+    whole_values, whole_outputs = results[None]
+    for chunk_size in (1, 2):
+        values, outputs = results[chunk_size]
+        for block_values, block_whole in zip(values, whole_values):
+            assert all(torch.equal(block_values[n], block_whole[n]) for n in block_whole)
+        for block_out, block_whole in zip(outputs, whole_outputs):
+            assert all(torch.equal(a, b) for a, b in zip(block_out, block_whole))
+
+
+def test_batch_rows_cuts_only_tensors_with_a_batch_dimension():
+    from owl.sequential import _batch_rows
+
+    mask, rotary, positions = torch.zeros(4, 1, 6, 6), torch.ones(1, 6, 8), torch.arange(4)
+    cut = _batch_rows({"mask": mask, "emb": (rotary, rotary), "cache_position": positions, "flag": True}, 1, 3, 4)
+    assert cut["mask"].shape == (2, 1, 6, 6)
+    assert cut["emb"][0] is rotary and cut["cache_position"] is positions and cut["flag"] is True
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_observe_forward_stops_before_the_last_linear_runs(model, chunk_size):
+    calls = 1 if chunk_size is None else len(_windows())
+    for step in sequential_blocks(model, [_windows()], "cpu", chunk_size=chunk_size):
         layers = step.linear_layers
         ran = {name: 0 for name in layers}
         handles = [layer.register_forward_hook(lambda *_a, n=name: ran.__setitem__(n, ran[n] + 1)) for name, layer in layers.items()]
         shared = SharedInputStatistics(layers, lambda n: RowNormAccumulator(layers[n].in_features))
         step.forward(shared)
-        assert sorted(ran.values()) == [0] + [1] * (len(layers) - 1)  # the last one's matmul skipped
+        assert sorted(ran.values()) == [0] + [calls] * (len(layers) - 1)  # the last one's matmul skipped
         assert shared.values().keys() == layers.keys()
         for h in handles:
             h.remove()
