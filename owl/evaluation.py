@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from owl.sequential import windows_per_block_call
+
 # Logits per chunk: 2**23 values (32 MiB of float32) whatever the vocabulary. Small enough that
 # the chunk's logits, their float32 copy and log-softmax stay near the cache: on a 2-core CPU the
 # head + loss of a bfloat16 model ran 2x faster than with 2**26 (float32: 5-8% faster), with
@@ -42,7 +44,11 @@ def window_nlls(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, use_cache=False).logits.float()
         hidden, head = None, None
     else:
-        hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
+        # One decoder call per window on a CPU (cache-sized intermediates; each window's hidden
+        # states, so its NLL, are the same bits as in a batched call: tests/test_evaluation.py).
+        step = windows_per_block_call(input_ids.device) or len(input_ids)
+        hidden = torch.cat([decoder(input_ids=input_ids[i : i + step], use_cache=False).last_hidden_state[:, :-1]
+                            for i in range(0, len(input_ids), step)])
     targets = input_ids[:, 1:]
     cap = getattr(model.config, "final_logit_softcapping", None)
     batch, positions = targets.shape

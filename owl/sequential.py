@@ -208,7 +208,8 @@ def windows_per_block_call(device: torch.device) -> int | None:
     """How many windows of a calibration batch go through a block in one call (None: the whole
     batch). On a CPU one at a time: the MLP intermediates of one 2048-token window fit in the
     cache, and a SmolLM2 block forward measured 0.77-0.94x of the batch-8 call at 2 threads
-    (bench/bench_speed.py). GPUs keep the whole batch: small calls waste them (not measured)."""
+    (bench/bench_speed.py); evaluation's decoder calls follow it too. GPUs keep the whole batch:
+    small calls waste them (not measured)."""
     return 1 if torch.device(device).type == "cpu" else None
 
 

@@ -46,3 +46,17 @@ def test_chunked_head_matches_full_logits(model, monkeypatch):
     whole = window_nlls(model, windows)
     monkeypatch.setattr(evaluation, "_LOGIT_BUDGET", 300 * 7)  # force chunks of a few tokens
     torch.testing.assert_close(window_nlls(model, windows), whole, rtol=1e-6, atol=1e-6)
+
+
+@torch.no_grad()
+def test_one_decoder_call_per_window_gives_the_batched_nlls_bit_for_bit(model, monkeypatch):
+    import owl.evaluation as evaluation
+
+    windows = torch.randint(0, 300, (3, 40), generator=torch.Generator().manual_seed(4))
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        per_window = window_nlls(model, windows)  # the CPU default: one window per call
+        monkeypatch.setattr(evaluation, "windows_per_block_call", lambda device: None)
+        batched = window_nlls(model, windows)
+        monkeypatch.undo()
+        assert torch.equal(per_window, batched), dtype
