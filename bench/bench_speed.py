@@ -148,6 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="", help="';'-separated labels to run (default: all)")
     p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
+    p.add_argument("--no_eval", action="store_true",
+                   help="statistics and pruning passes only (the default protocol's evaluation is ~8 min a run here)")
     p.add_argument("--trees", default="old,new", help="which trees run the plan (e.g. new alone for --calib_batch_size)")
     p.add_argument("--concurrency", action="store_true",
                    help="grid throughput instead: two runs at once with threads/2 each against one run at --threads (new tree)")
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
         stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
         if not cached and stats.exists():
             stats.unlink()
-        settings = _settings(args, stats, method, evaluate, **extra)
+        settings = _settings(args, stats, method, evaluate and not args.no_eval, **extra)
         tick = time.perf_counter()
         out = run_worker(trees[tree_name], {"threads": args.threads, "settings": settings})
         out["wall_s"] = time.perf_counter() - tick
