@@ -14,7 +14,7 @@ work (``git worktree add --detach ../old <commit>``).
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results_speed.json
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --protocol default \
         --out bench/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
-    # (first run and statistics cached, ~1 h here; --runs "wanda_owl, first run" for the first alone)
+    # (first run and statistics cached, about 1 h here by estimate; --runs "wanda_owl, first run" for the first alone)
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="", help="';'-separated labels to run (default: all)")
     p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
     p.add_argument("--no_eval", action="store_true",
-                   help="statistics and pruning passes only (the default protocol's evaluation is ~8 min a run here)")
+                   help="statistics and pruning passes only (the default protocol's whole-test-set evaluation: ~9 min a run here at 2 threads, estimated)")
     p.add_argument("--trees", default="old,new", help="which trees run the plan (e.g. new alone for --calib_batch_size)")
     p.add_argument("--concurrency", action="store_true",
                    help="grid throughput instead: two runs at once with threads/2 each against one run at --threads (new tree)")
