@@ -251,6 +251,17 @@ def test_a_table_that_mixes_devices_says_so():
     assert not any("differ in" in n for n in report.ppl_notes(report.main_cells(report.load_runs(same), paper_spec(("a",)))))
 
 
+def test_a_table_that_mixes_cpu_models_says_so():
+    def on(cpu):
+        return {"device_type": "cpu", "native_bf16": True, "cpu": {"model": cpu, "flags": ["avx2"]}}
+    results = [{**r, "precision": on("AMD EPYC")} for r in seeded_results()]
+    cells = report.main_cells(report.load_runs(results), paper_spec(("a",)))
+    assert not any("differ in" in n for n in report.ppl_notes(cells))
+    results[-1] = {**results[-1], "precision": on("Intel(R) Xeon(R) Processor")}
+    cells = report.main_cells(report.load_runs(results), paper_spec(("a",)))
+    assert "The runs of this table differ in cpu (AMD EPYC, Intel(R) Xeon(R) Processor)." in report.ppl_notes(cells)
+
+
 # ---- sweep, zero-shot, ablation --------------------------------------------------------------
 def sweep_runs():
     values = {"wanda": [7.3, 10.7, 85.8], "wanda_owl": [7.2, 9.5, 24.6], "sparsegpt": [7.2, 10.4, 26.3], "sparsegpt_owl": [7.2, 9.8, 19.5]}

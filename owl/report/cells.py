@@ -39,9 +39,14 @@ def seed_values(rows: pd.DataFrame) -> dict[int, float]:
 
 
 def protocol(result: dict) -> list[tuple[str, str]]:
-    """The recorded ``(field, value)`` pairs of :data:`PROTOCOL_FIELDS` of one result (a field the
-    result does not record is left out: unknown, not different)."""
-    return [(f, str(result[f])) for f in PROTOCOL_FIELDS if result.get(f) is not None]
+    """The recorded ``(field, value)`` pairs of :data:`PROTOCOL_FIELDS` of one result, and the CPU
+    model of a CPU run (its kernels round differently: another float path). A field the result does
+    not record is left out: unknown, not different."""
+    pairs = [(f, str(result[f])) for f in PROTOCOL_FIELDS if result.get(f) is not None]
+    cpu = ((result.get("precision") or {}).get("cpu") or {}).get("model")
+    if cpu:
+        pairs.append(("cpu", str(cpu)))
+    return pairs
 
 
 def point_stats(runs: pd.DataFrame, model: str, method: str, sparsity: float | None,
