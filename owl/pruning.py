@@ -3,7 +3,8 @@
 One driver serves every method. The statistics pass runs each block once per calibration batch
 on the dense model (its outputs feed the next block). The pruning pass is sequential as in Wanda
 and SparseGPT: a block is calibrated on the outputs of the already pruned blocks before it,
-pruned, then run again to produce the next block's inputs.
+pruned, then run again to produce the next block's inputs (except the last block, whose outputs
+nothing reads).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def compute_statistics(
     for step in sequential_blocks(model, batches, device, desc="statistics (dense model)", forward_dtype=forward_dtype,
                                   storage=storage, chunk_size=chunk_size):
         statistics = _statistics_of(step, RowNormAccumulator, device)
-        step.forward(statistics, advance=True)
+        # The last block's outputs feed nothing: stop it once its inputs are seen, as the pruning pass does.
+        step.forward(statistics, advance=not step.is_last)
         scaler_rows.append({name: value.cpu() for name, value in statistics.values().items()})
     return CalibrationStatistics(scaler_rows, dict(meta or {}))
 
@@ -89,5 +91,6 @@ def prune_model(
             layers = [step.linear_layers[name] for name in names]
             prune_layers_sharing_input(method, layers, prepared[owner], targets[step.index], options)
         del prepared
-        step.sync_forward_weights()
-        step.forward(advance=True)
+        if not step.is_last:  # the last block's pruned outputs feed nothing: 1 of 2n block forwards saved
+            step.sync_forward_weights()
+            step.forward(advance=True)

@@ -251,8 +251,9 @@ class BlockStep:
     """
 
     def __init__(self, index: int, block: nn.Module, inputs: BlockInputs, forward_dtype: torch.dtype | None = None,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, is_last: bool = False):
         self.index, self.block, self._inputs = index, block, inputs
+        self.is_last = is_last  # no block reads this one's outputs: callers need not advance it
         self.chunk_size = chunk_size  # windows per block call; None: the whole batch
         self.linear_layers = find_linear_sublayers(block)
         weight_dtype = next(block.parameters()).dtype
@@ -317,7 +318,8 @@ def sequential_blocks(
     """Yield a :class:`BlockStep` per block, the block on ``device`` while the caller works on it.
 
     The caller must call ``step.forward(..., advance=True)`` exactly once per step (last), so the
-    next block sees this block's outputs. With ``forward_dtype`` the blocks run in that precision
+    next block sees this block's outputs; on the last step (``step.is_last``) no block reads them,
+    so the caller may skip it. With ``forward_dtype`` the blocks run in that precision
     (hidden states and floating keyword arguments cast to it) while their weights stay as they are.
     ``storage``: where the hidden states of all batches are kept between blocks (default ``device``;
     ``cpu`` streams them per batch to a GPU, see owl.memory). ``chunk_size``: windows per block
@@ -341,6 +343,6 @@ def sequential_blocks(
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         try:
-            yield BlockStep(index, block, inputs, forward_dtype, chunk_size)
+            yield BlockStep(index, block, inputs, forward_dtype, chunk_size, is_last=index == len(blocks) - 1)
         finally:
             block.to(home)

@@ -3,7 +3,8 @@
 import torch
 
 from owl.models import find_decoder_blocks, find_linear_sublayers, layer_zero_fractions
-from owl.pruning import compute_statistics
+from owl.methods import LayerTarget, MethodOptions
+from owl.pruning import compute_statistics, prune_model
 from owl.sequential import sequential_blocks
 from owl.statistics import RowNormAccumulator
 
@@ -70,19 +71,39 @@ def test_runner_hidden_states_match_full_model_hidden_states(model):
         torch.testing.assert_close(out, full[i + 1], rtol=1e-4, atol=1e-5)
 
 
-def test_statistics_pass_runs_each_block_once_per_batch(model):
-    windows = _windows(n=4)
-    calls = [0] * len(find_decoder_blocks(model))
-    # Windows through each block: every window once (the CPU runs a batch one window per call).
-    handles = [b.register_forward_hook(lambda _m, inputs, _o, i=i: calls.__setitem__(i, calls[i] + len(inputs[0])))
-               for i, b in enumerate(find_decoder_blocks(model))]
+def _windows_into_each_block(model, run) -> list[int]:
+    """How many windows enter each block while ``run()`` runs (pre-hooks: a forward that stops
+    early, once every linear input is seen, counts too)."""
+    blocks = find_decoder_blocks(model)
+    calls = [0] * len(blocks)
+    handles = [b.register_forward_pre_hook(lambda _m, inputs, i=i: calls.__setitem__(i, calls[i] + len(inputs[0])))
+               for i, b in enumerate(blocks)]
     try:
-        stats = compute_statistics(model, windows, "cpu", batch_size=2)
+        run()
     finally:
         for h in handles:
             h.remove()
-    assert calls == [4] * len(calls)
-    assert stats.n_blocks == len(calls)
+    return calls
+
+
+def test_statistics_pass_runs_each_block_once_per_batch(model):
+    windows = _windows(n=4)
+    stats = []
+    calls = _windows_into_each_block(model, lambda: stats.append(compute_statistics(model, windows, "cpu", batch_size=2)))
+    assert calls == [4] * len(calls)  # every window once (the CPU runs a batch one window per call)
+    assert stats[0].n_blocks == len(calls)
+
+
+def test_pruning_pass_runs_each_block_twice_but_the_last_once(model):
+    """Observe, prune, then advance: the last block's pruned outputs feed nothing, so it is not rerun."""
+    windows = _windows(n=4)
+    blocks = find_decoder_blocks(model)
+    targets = [LayerTarget(0.5) for _ in blocks]
+    calls = _windows_into_each_block(model, lambda: prune_model(model, "wanda", targets, MethodOptions(), "cpu", windows,
+                                                                  batch_size=2))
+    assert calls == [8] * (len(blocks) - 1) + [4]
+    last = find_linear_sublayers(blocks[-1])
+    assert all(0.45 < float((layer.weight == 0).float().mean()) < 0.55 for layer in last.values())  # still pruned
 
 
 def test_statistics_equal_direct_computation_on_first_block(model):
