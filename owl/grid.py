@@ -79,6 +79,11 @@ def validate_config(cfg: dict, schema: dict) -> dict:
             for key in cfg[section]["seeds"]:
                 if key not in cfg[section]["models"]:
                     raise ConfigError(f"{section}.seeds: {key!r} is not one of {section}.models ({', '.join(cfg[section]['models'])})")
+    sweep = cfg.get("sweep")
+    for i, extra in enumerate((sweep or {}).get("cell_seeds") or []):
+        for value in extra["sparsities"]:
+            if not any(math.isclose(value, x) for x in sweep["sparsities"]):
+                raise ConfigError(f"sweep.cell_seeds[{i}].sparsities: {value} is not in sweep.sparsities {sweep['sparsities']}")
     ab = cfg.get("ablation")
     for i, extra in enumerate((ab or {}).get("cell_seeds") or []):
         for axis in ("Hyper_m", "Lamda"):
@@ -103,6 +108,16 @@ def section_seeds(cfg: dict, section: str, model: str | None = None) -> list[int
 def seeds_by_model(cfg: dict, section: str) -> dict[str, list[int]]:
     """A section's seeds for each of its models (what the report's captions name)."""
     return {model: section_seeds(cfg, section, model) for model in cfg[section]["models"]}
+
+
+def sweep_cell_seeds(cfg: dict, model: str, sparsity: float) -> list[int]:
+    """The seeds of the sweep's runs at one sparsity: the section's, plus those of every
+    ``cell_seeds`` entry that holds the sparsity (every method of the sweep, so pairs stay whole)."""
+    seeds = set(section_seeds(cfg, "sweep", model))
+    for extra in cfg["sweep"].get("cell_seeds") or []:
+        if any(math.isclose(sparsity, x) for x in extra["sparsities"]):
+            seeds.update(extra["seeds"])
+    return sorted(seeds)
 
 
 def ablation_cell_seeds(cfg: dict, model: str, hyper_m: float, lamda: float) -> list[int]:
@@ -197,7 +212,7 @@ def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dic
         for model in cfg["sweep"]["models"]:
             for method in cfg["sweep"]["methods"]:
                 for s in cfg["sweep"]["sparsities"]:
-                    add("sweep", model, method, s)
+                    add("sweep", model, method, s, seeds=sweep_cell_seeds(cfg, model, s))
     if cfg.get("ablation"):
         ab = cfg["ablation"]
         for model in ab["models"]:

@@ -33,3 +33,14 @@ def test_each_section_names_each_models_own_seeds_and_settings():
     assert "native bf16" not in lines["main"]["a"] and "OWL M 5, lambda 0.08." in lines["main"]["a"]
     assert "cells M 3 x lambda 0.08 also at seeds 0-2" in lines["ablation"]["a"]
     assert list(lines["statistics"]) == ["a", "b"] and list(lines["ablation"]) == ["a"]
+
+
+def test_the_sweep_caption_names_the_sparsities_measured_at_more_seeds():
+    cfg = grid.validate_config({
+        "models": {"a": {"id": "tiny-a", "label": "A"}},
+        "main": {"sparsity": 0.7, "methods": ["wanda"]},
+        "sweep": {"models": ["a"], "methods": ["wanda", "wanda_owl"], "sparsities": [0.5, 0.8], "seeds": [0, 1],
+                  "cell_seeds": [{"sparsities": [0.8], "seeds": [0, 1, 2]}]},
+    }, SCHEMA)
+    line = captions.caption_protocols(cfg, grid.model_specs(cfg))["sweep"]["a"]
+    assert "seeds 0, 1 (2 draws), sparsity 0.8 also at seeds 0-2" in line

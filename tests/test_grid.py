@@ -91,6 +91,19 @@ def test_ablation_cells_can_run_at_more_seeds_and_the_baseline_at_all_of_them():
     assert grid.ablation_cell_seeds(cfg, "m", 10.0, 0.08) == [0, 1, 2]
 
 
+def test_sweep_sparsities_can_run_at_more_seeds_with_every_method():
+    cfg = config(main={"sparsity": 0.7, "methods": ["dense"]}, ablation=None,
+                 sweep={"models": ["m"], "methods": ["magnitude", "wanda", "wanda_owl"], "sparsities": [0.5, 0.8], "seeds": [0, 1],
+                        "cell_seeds": [{"sparsities": [0.8], "seeds": [0, 1, 2]}]})
+    seeds = {}
+    for r in runs_of(cfg).values():
+        seeds.setdefault(r["point"], set()).add(r["seed"])
+    assert seeds["wanda_s0.8"] == seeds["wanda_owl_s0.8_m5_l0.08"] == {0, 1, 2}  # both sides of the pair
+    assert seeds["wanda_s0.5"] == seeds["wanda_owl_s0.5_m5_l0.08"] == {0, 1}
+    assert seeds["magnitude_s0.8"] == {None}  # no calibration data: still one run
+    assert grid.sweep_cell_seeds(cfg, "m", 0.8) == [0, 1, 2] and grid.sweep_cell_seeds(cfg, "m", 0.5) == [0, 1]
+
+
 def test_zero_shot_runs_are_the_points_and_seeds_of_its_section():
     cfg = config(main={"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": [0, 1]},
                  zero_shot={"models": ["m"], "methods": ["dense", "wanda"], "seeds": [1]})
@@ -130,6 +143,8 @@ def test_ablation_runs_hold_every_seed_of_the_cells_and_of_the_uniform_baseline(
     ({"main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": {"x": [0]}}}, "main.seeds: 'x' is not one of main.models (m)"),
     ({"ablation": {"models": ["m"], "Hyper_m": [3], "Lamda": [0.08], "cell_seeds": [{"Hyper_m": [7], "Lamda": [0.08], "seeds": [1]}]}},
      "ablation.cell_seeds[0].Hyper_m: 7 is not in ablation.Hyper_m [3]"),
+    ({"sweep": {"models": ["m"], "methods": ["wanda"], "sparsities": [0.5], "cell_seeds": [{"sparsities": [0.8], "seeds": [1]}]}},
+     "sweep.cell_seeds[0].sparsities: 0.8 is not in sweep.sparsities [0.5]"),
 ])
 def test_a_bad_config_is_one_line_naming_the_key(change, message):
     with pytest.raises(grid.ConfigError) as caught:

@@ -108,7 +108,11 @@ def grid_points(cfg: dict) -> set[tuple]:
         for model in cfg["sweep"]["models"]:
             for method in cfg["sweep"]["methods"]:
                 for s in cfg["sweep"]["sparsities"]:
-                    add("sweep", model, method, s)
+                    seeds = _seeds(cfg, "sweep", method, model)  # plus the cell_seeds entries holding s
+                    if seeds != [None]:
+                        seeds = sorted(set(seeds) | {k for e in cfg["sweep"].get("cell_seeds") or [] if s in e["sparsities"]
+                                                     for k in e["seeds"]})
+                    add("sweep", model, method, s, seeds=seeds)
     if cfg.get("ablation"):
         ab = cfg["ablation"]
         method, sparsity = ab.get("method", "wanda_owl"), ab.get("sparsity", 0.7)
@@ -451,7 +455,8 @@ def test_two_seeds_double_the_calibrated_runs_and_statistics_but_not_dense_or_ma
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     for section in ("main", "sweep", "ablation", "zero_shot"):  # the top-level seeds alone decide here
         (cfg.get(section) or {}).pop("seeds", None)
-    (cfg.get("ablation") or {}).pop("cell_seeds", None)  # extra seeds for some cells would not double
+    for section in ("sweep", "ablation"):
+        (cfg.get(section) or {}).pop("cell_seeds", None)  # extra seeds for some cells would not double
     one = len(grid_points(cfg))
     cfg["seeds"] = [0, 1]
     configfile = tmp_path / f"{name}-2-seeds.yaml"

@@ -57,6 +57,10 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
                 for extra in cfg["ablation"].get("cell_seeds") or []:
                     phrase += (f", cells M {', '.join(f'{x:g}' for x in extra['Hyper_m'])} x lambda "
                                f"{', '.join(f'{x:g}' for x in extra['Lamda'])} also at seeds {format_seeds(extra['seeds'])}")
+            if section == "sweep":
+                for extra in cfg["sweep"].get("cell_seeds") or []:
+                    phrase += (f", sparsity {', '.join(f'{x:g}' for x in extra['sparsities'])} also at seeds "
+                               f"{format_seeds(extra['seeds'])}")
             lines[key] = protocol_line(models[key], phrase + note)
         out[section] = lines
     return out
