@@ -476,8 +476,9 @@ def test_figures_with_seeds_draw_bars_bands_and_whiskers(tmp_path):
     assert len(intervals) == 2  # OWL w. Wanda and OWL w. SparseGPT, each with its t-interval
     ratio, lower, upper = t_interval(WANDA_OWL_RATIO)
     caps = intervals[0].lines[1]
-    assert float(caps[0].get_ydata()[0]) == pytest.approx(100 * (lower - 1))
-    assert float(caps[1].get_ydata()[0]) == pytest.approx(100 * (upper - 1))
+    assert float(caps[0].get_ydata()[0]) == pytest.approx(lower)
+    assert float(caps[1].get_ydata()[0]) == pytest.approx(upper)
+    assert right.get_yscale() == "log"  # t-intervals on log ratios: symmetric on this axis
     written = report.build_figures(runs, spec, tmp_path, ["layerwise"])
     assert [p.name for p in written["layerwise_a"]] == ["layerwise_a.png", "layerwise_a.pdf"]
     owl = [r for r in results if r["prune_method"] == "wanda_owl" and r["sparsity_ratio"] == 0.7]

@@ -4,7 +4,7 @@
   distribution; with several seeds the bars are the mean with whiskers over the seeds' range and
   the sparsity a mean line in a band over its range;
 - sweep: perplexity versus sparsity per method (geometric mean, bars over the seeds' range) and
-  OWL's paired change against its uniform method with its 95% t-interval;
+  OWL's paired ratio to its uniform method with its 95% t-interval (log axis);
 - ablation: a heatmap over M x lambda of the mean paired change against the uniform method, cells
   whose interval excludes 0 framed (a perplexity heatmap when the uniform method has no run).
 """
@@ -145,9 +145,10 @@ def _log_axis(ax, values: np.ndarray) -> None:
 
 def plot_sweep(cells: pd.DataFrame, title: str | None = None, dense: float | None = None):
     """Perplexity versus sparsity (log y; a line per method through the geometric means, bars over
-    the seeds' range; ``dense`` a dotted reference) and, beside it, each OWL method's paired change
-    against its uniform method, ``100 (ratio - 1)``, with its t-interval (hollow: one seed, no
-    interval). Below 0 OWL helps.
+    the seeds' range; ``dense`` a dotted reference) and, beside it, each OWL method's paired ratio to
+    its uniform method with its t-interval (hollow: one seed, no interval), on a log axis: the
+    interval is symmetric in log ratio, so a wide one (few seeds) stays readable beside narrow ones.
+    Below 1 OWL helps.
 
     ``cells``: the sweep cells of one model (:func:`owl.report.sweep_cells`).
     """
@@ -172,22 +173,24 @@ def plot_sweep(cells: pd.DataFrame, title: str | None = None, dense: float | Non
     ax.legend(fontsize="small")
     if not paired.empty:
         right = fig.add_subplot(1, 2, 2)
-        right.axhline(0.0, color="k", lw=0.8)
-        for method in dict.fromkeys(paired["method"]):
+        right.axhline(1.0, color="k", lw=0.8)
+        owl_methods = list(dict.fromkeys(paired["method"]))
+        for i, method in enumerate(owl_methods):
             rows = paired[paired["method"] == method].sort_values("sparsity")
-            x = 100 * rows["sparsity"].to_numpy(dtype=float)
-            change = pct_change(rows["ratio"].to_numpy(dtype=float), 1.0)
-            low = pct_change(rows["ratio_lower"].to_numpy(dtype=float), 1.0)
-            high = pct_change(rows["ratio_upper"].to_numpy(dtype=float), 1.0)
+            # Side by side, so overlapping intervals stay apart (0.8 sparsity points between methods).
+            x = 100 * rows["sparsity"].to_numpy(dtype=float) + 0.8 * (i - (len(owl_methods) - 1) / 2)
+            ratio = rows["ratio"].to_numpy(dtype=float)
+            low, high = rows["ratio_lower"].to_numpy(dtype=float), rows["ratio_upper"].to_numpy(dtype=float)
             interval = np.isfinite(low) & np.isfinite(high)
             color, _, marker = _SWEEP_STYLES.get(method, (None, "-", "s"))
-            right.plot(x, change, ls="-", color=color, label=f"{method_label(method)} / {method_label(OWL_BASELINE[method])}")
-            right.errorbar(x[interval], change[interval], yerr=np.vstack([change - low, high - change])[:, interval],
+            right.plot(x, ratio, ls="-", color=color, label=f"{method_label(method)} / {method_label(OWL_BASELINE[method])}")
+            right.errorbar(x[interval], ratio[interval], yerr=np.vstack([ratio - low, high - ratio])[:, interval],
                            ls="none", marker=marker, color=color, capsize=3)
-            right.plot(x[~interval], change[~interval], ls="none", marker=marker, color=color, markerfacecolor="white")
+            right.plot(x[~interval], ratio[~interval], ls="none", marker=marker, color=color, markerfacecolor="white")
+        _log_axis(right, np.concatenate([paired[["ratio", "ratio_lower", "ratio_upper"]].to_numpy(dtype=float).ravel(), [1.0]]))
         right.set_xticks(ticks, [f"{v:g}" for v in ticks])
         right.set_xlabel("sparsity (%)")
-        right.set_ylabel(f"paired change with OWL (%), {CONFIDENCE:.0%} CI")
+        right.set_ylabel(f"OWL / uniform, paired by seed, {CONFIDENCE:.0%} CI")
         right.legend(fontsize="small", title="hollow: one seed, no interval" if (paired["n_pairs"] < 2).any() else None,
                      title_fontsize="x-small")
     if title:
