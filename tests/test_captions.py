@@ -43,4 +43,17 @@ def test_the_sweep_caption_names_the_sparsities_measured_at_more_seeds():
                   "cell_seeds": [{"sparsities": [0.8], "seeds": [0, 1, 2]}]},
     }, SCHEMA)
     line = captions.caption_protocols(cfg, grid.model_specs(cfg))["sweep"]["a"]
-    assert "seeds 0, 1 (2 draws), sparsity 0.8 also at seeds 0-2" in line
+    assert "seeds 0, 1 (2 draws), sparsity 0.8 also at seeds 0-2;" in line  # main's seeds are the sweep's: no more
+
+
+def test_sweep_and_ablation_captions_name_the_main_tables_seeds_of_a_shared_point():
+    cfg = grid.validate_config({
+        "models": {"a": {"id": "tiny-a", "label": "A"}, "b": {"id": "tiny-b"}},
+        "main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": {"a": [0, 1, 2, 3, 4]}},
+        "sweep": {"models": ["a", "b"], "methods": ["wanda", "wanda_owl"], "sparsities": [0.5, 0.7]},
+        "ablation": {"models": ["a"], "Hyper_m": [5, 10], "Lamda": [0.08]},
+    }, SCHEMA)
+    lines = captions.caption_protocols(cfg, grid.model_specs(cfg))
+    assert "seed 0 (one draw), sparsity 0.7 (the main table's) also at seeds 1-4;" in lines["sweep"]["a"]
+    assert "the main table's" not in lines["sweep"]["b"]  # b's main seeds are the sweep's
+    assert "seed 0 (one draw), cell M 5 x lambda 0.08 (the main table's) also at seeds 1-4;" in lines["ablation"]["a"]

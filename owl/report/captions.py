@@ -7,6 +7,8 @@ prints them. One function says what a protocol is, instead of one copy of it per
 
 from __future__ import annotations
 
+import math
+
 AUTO_NOTE = " (bfloat16 where the device has native bf16, else float32; each result.json records the choice)"
 
 
@@ -38,6 +40,26 @@ def protocol_line(model: dict, seeds: str) -> str:
             f"OWL M {o['Hyper_m']:g}, lambda {o['Lamda']:g}.")
 
 
+def _shared_with_main(cfg: dict, section: str, key: str, model: dict, seeds) -> str:
+    """A sweep or ablation point that is also the main table's (its sparsity; for the ablation, the
+    model's own M and lambda) runs at the main table's seeds too: say so, as its cell shows them."""
+    from owl import grid
+
+    if section not in ("sweep", "ablation") or key not in cfg["main"]["models"]:
+        return ""
+    extra = sorted(set(grid.section_seeds(cfg, "main", key)) - set(seeds))
+    target = float(cfg["main"]["sparsity"])
+    if not extra:
+        return ""
+    if section == "sweep" and any(math.isclose(target, s) for s in cfg["sweep"]["sparsities"]):
+        return f", sparsity {target:g} (the main table's) also at seeds {format_seeds(extra)}"
+    ab, owl = cfg["ablation"], model["owl"]
+    if (section == "ablation" and math.isclose(target, ab["sparsity"])
+            and any(math.isclose(owl["Hyper_m"], m) for m in ab["Hyper_m"]) and any(math.isclose(owl["Lamda"], x) for x in ab["Lamda"])):
+        return f", cell M {owl['Hyper_m']:g} x lambda {owl['Lamda']:g} (the main table's) also at seeds {format_seeds(extra)}"
+    return ""
+
+
 def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str, str]]:
     """``{section: {model key: protocol line}}`` for every caption section of a validated config
     (``models``: owl.grid.model_specs). The statistics section (LOD charts, allocations) covers
@@ -61,6 +83,7 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
                 for extra in cfg["sweep"].get("cell_seeds") or []:
                     phrase += (f", sparsity {', '.join(f'{x:g}' for x in extra['sparsities'])} also at seeds "
                                f"{format_seeds(extra['seeds'])}")
+            phrase += _shared_with_main(cfg, section, key, models[key], seeds)
             lines[key] = protocol_line(models[key], phrase + note)
         out[section] = lines
     return out
