@@ -154,3 +154,29 @@ def activation_storage(footprint: Footprint, device: torch.device) -> torch.devi
                     gib(footprint.activations), device, gib(device_free))
         return torch.device("cpu")
     return device
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_host_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Ask glibc's malloc to keep freed memory for the next allocation instead of handing it back.
+
+    A block forward allocates and frees intermediates of a few to tens of MB per window. With
+    glibc's defaults such blocks are mapped from the OS and unmapped on free, or trimmed off the
+    heap, so every window pays page faults again: 0.8-5.7 million minor faults and 3-27 s of
+    system time in a 60-80 s float32 pruning pass of SmolLM2-135M (8 windows of 2048, 2 threads;
+    docs/benchmarks.md), varying from run to run. Allocations up to ``mmap_threshold`` (glibc's
+    maximum on 64-bit) then come from the heap, which keeps up to ``trim_threshold`` of free
+    memory. It changes where tensors live, never what is computed. Returns whether it applied
+    (False on a C library other than glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))

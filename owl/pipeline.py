@@ -14,7 +14,7 @@ from owl.allocation import owl_nm_pruned_counts, owl_sparsities, uniform_sparsit
 from owl.data import TextSource, TokenCache, calibration_windows, data_dir_from_env, wikitext2_test_tokens
 from owl.errors import OwlError
 from owl.evaluation import perplexity
-from owl.memory import activation_storage, footprint_of
+from owl.memory import activation_storage, footprint_of, reuse_freed_host_memory
 from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions
 from owl.models import (
     block_parameter_counts,
@@ -129,6 +129,7 @@ def calibrate(
     PruneSettings(model=model, nsamples=nsamples, seqlen=seqlen, seed=seed, calib_dataset=calib_dataset, device=device,
                   dtype=dtype, forward_dtype=forward_dtype, calib_batch_size=calib_batch_size, prune_method="dense",
                   sparsity_ratio=0.0).validate()
+    reuse_freed_host_memory()  # block forwards allocate the same large tensors window after window
     ctx = RunContext(model, dtype, device, cache_dir)
     ctx.check_seqlen(seqlen)
     storage = ctx.activation_storage(RowNormAccumulator, nsamples, seqlen, calib_batch_size, ctx.forward_dtype(forward_dtype))
@@ -167,6 +168,7 @@ def block_targets(settings: PruneSettings, outlier_ratios: list[float] | None, b
 def run_prune(settings: PruneSettings) -> dict:
     """Prune (or not) and evaluate one model; write ``settings.save/result.json`` when asked."""
     settings.validate()
+    reuse_freed_host_memory()  # block forwards allocate the same large tensors window after window
     started = time.perf_counter()
     timings = {"calibration": 0.0, "pruning": 0.0, "evaluation": 0.0}
     ctx = RunContext(settings.model, settings.dtype, settings.device, settings.cache_dir, settings.attn_implementation)

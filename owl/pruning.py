@@ -25,7 +25,7 @@ def _batches(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 def _statistics_of(step, accumulator_class, device) -> SharedInputStatistics:
     layers = step.linear_layers
-    return SharedInputStatistics(layers, lambda name: accumulator_class(layers[name].in_features, device))
+    return SharedInputStatistics(layers, lambda name: accumulator_class(layers[name].in_features, device), step.workspace)
 
 
 def compute_statistics(

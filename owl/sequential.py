@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from owl.models import find_decoder_blocks, find_linear_sublayers
+from owl.statistics import Workspace
 
 
 class _StopForward(Exception):
@@ -116,9 +117,10 @@ class SharedInputStatistics:
     from the tensors themselves (object identity within one forward), never from layer names.
     """
 
-    def __init__(self, names, make_accumulator: Callable[[str], object]):
+    def __init__(self, names, make_accumulator: Callable[[str], object], workspace: Workspace | None = None):
         self.names = list(names)
         self._make = make_accumulator
+        self._workspace = workspace or Workspace()  # scratch for the accumulators, reusable across blocks
         self.owner: dict[str, str] = {}  # layer -> the layer whose accumulator holds its input
         self._accumulators: dict[str, object] = {}
         self._seen: dict[int, tuple[weakref.ref, str]] = {}  # id(tensor) -> (its weakref, owner), this chunk
@@ -139,7 +141,7 @@ class SharedInputStatistics:
     def end_batch(self) -> None:
         if self._pending:
             for owner, parts in self._pending.items():
-                self._accumulator(owner).add(torch.cat(parts))
+                self._accumulator(owner).add_parts(parts, self._workspace)
         self._pending = None
 
     @property
@@ -162,7 +164,7 @@ class SharedInputStatistics:
             return
         self._seen[id(tensor)] = (weakref.ref(tensor), name)
         if self._pending is None:
-            self._accumulator(name).add(tensor.detach())
+            self._accumulator(name).add(tensor.detach(), self._workspace)
         else:
             self._pending.setdefault(name, []).append(tensor.detach())
 
@@ -242,6 +244,20 @@ def _cast_floats(value, dtype: torch.dtype, memo: dict):
     return value
 
 
+def _joined_outputs(outputs: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """A batch's block outputs (one per chunk) as one tensor where its ``inputs`` are kept. Chunks
+    are written over the inputs, which are dead once every chunk has run: no fresh allocation of
+    the batch's hidden states per block (page faults for tens of MB, see statistics.Workspace)."""
+    if len(outputs) == 1:
+        return outputs[0].to(inputs.device)
+    fits = all(o.dtype == inputs.dtype and o.device == inputs.device for o in outputs) and \
+        sum(o.shape[0] for o in outputs) == inputs.shape[0] and outputs[0].shape[1:] == inputs.shape[1:]
+    aliased = any(o.untyped_storage().data_ptr() == inputs.untyped_storage().data_ptr() for o in outputs)
+    if fits and not aliased and inputs.is_contiguous():
+        return torch.cat(outputs, out=inputs)
+    return torch.cat(outputs).to(inputs.device)
+
+
 class BlockStep:
     """One block on the device, with the inputs of all calibration batches.
 
@@ -251,8 +267,9 @@ class BlockStep:
     """
 
     def __init__(self, index: int, block: nn.Module, inputs: BlockInputs, forward_dtype: torch.dtype | None = None,
-                 chunk_size: int | None = None, is_last: bool = False):
+                 chunk_size: int | None = None, is_last: bool = False, workspace: Workspace | None = None):
         self.index, self.block, self._inputs = index, block, inputs
+        self.workspace = workspace or Workspace()  # statistics' scratch, one per pass: see Workspace
         self.is_last = is_last  # no block reads this one's outputs: callers need not advance it
         self.chunk_size = chunk_size  # windows per block call; None: the whole batch
         self.linear_layers = find_linear_sublayers(block)
@@ -302,8 +319,7 @@ class BlockStep:
                 if statistics is not None:
                     statistics.end_batch()
                 if advance:
-                    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-                    self._inputs.hidden[b] = out.to(hidden.device)
+                    self._inputs.hidden[b] = _joined_outputs(outputs, hidden)
 
 
 def sequential_blocks(
@@ -340,9 +356,11 @@ def sequential_blocks(
         )
         del memo
     home = next(blocks[0].parameters()).device
+    workspace = Workspace()
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         try:
-            yield BlockStep(index, block, inputs, forward_dtype, chunk_size, is_last=index == len(blocks) - 1)
+            yield BlockStep(index, block, inputs, forward_dtype, chunk_size, is_last=index == len(blocks) - 1,
+                            workspace=workspace)
         finally:
             block.to(home)

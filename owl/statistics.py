@@ -19,10 +19,55 @@ from owl.errors import OwlError
 from owl.masks import wanda_scores
 
 
-def _as_rows(inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Flatten ``[batch, tokens, features]`` (or ``[tokens, features]``) to rows, counting samples."""
-    samples = inputs.shape[0] if inputs.dim() > 2 else 1
-    return inputs.reshape(-1, inputs.shape[-1]).float(), samples
+class Workspace:
+    """Scratch tensors reused across blocks and batches, one per (shape, dtype, device).
+
+    The accumulators gather a batch's linear inputs (8 windows of 2048: up to 100 MB per input)
+    into one tensor to reduce it at once. Allocated afresh each time, such tensors cost page
+    faults on every use (glibc maps allocations this large from the OS and returns them on free):
+    ~6-7% of the float32 pruning pass on a 2-core CPU (docs/benchmarks.md). One per pass, not
+    shared between threads; what a buffer held before is never read."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        key = (tuple(shape), dtype, torch.device(device))
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(key[0], dtype=dtype, device=device)
+        return self._buffers[key]
+
+
+def _samples(parts: list[torch.Tensor]) -> int:
+    """Calibration samples in ``parts`` concatenated: ``[batch, tokens, features]`` counts its batch,
+    ``[tokens, features]`` one sample."""
+    return sum(p.shape[0] for p in parts) if parts[0].dim() > 2 else 1
+
+
+def _rows_into(buffer: torch.Tensor, parts: list[torch.Tensor], square: bool) -> torch.Tensor:
+    """``torch.cat(parts).reshape(-1, features).float()`` (squared with ``square``) written into
+    ``buffer``; the same values, bit for bit, as the freshly allocated tensors."""
+    start = 0
+    for part in parts:
+        rows = part.reshape(-1, part.shape[-1])
+        view = buffer[start:start + rows.shape[0]]
+        if square and rows.dtype == torch.float32:
+            torch.pow(rows, 2, out=view)
+        else:
+            view.copy_(rows)  # exact for float32 and the narrower float types
+            if square:
+                view.pow_(2)
+        start += rows.shape[0]
+    return buffer
+
+
+def _gathered_rows(parts: list[torch.Tensor], workspace: Workspace | None, square: bool = False) -> torch.Tensor:
+    features = parts[0].shape[-1]
+    if len(parts) == 1 and not square and parts[0].dtype == torch.float32:
+        return parts[0].reshape(-1, features)  # already the rows: no copy
+    total = sum(p.numel() // features for p in parts)
+    buffer = (workspace or Workspace()).get((total, features), torch.float32, parts[0].device)
+    return _rows_into(buffer, parts, square)
 
 
 class RowNormAccumulator:
@@ -36,10 +81,14 @@ class RowNormAccumulator:
     def nbytes(features: int) -> int:
         return 4 * features  # float32, for the memory check before calibration
 
-    def add(self, inputs: torch.Tensor) -> None:
-        rows, samples = _as_rows(inputs)
-        self.sum_of_squares += rows.pow(2).sum(dim=0)
-        self.samples += samples
+    def add(self, inputs: torch.Tensor, workspace: Workspace | None = None) -> None:
+        self.add_parts([inputs], workspace)
+
+    def add_parts(self, parts: list[torch.Tensor], workspace: Workspace | None = None) -> None:
+        """Add ``parts`` (the chunks of one batch) as one batch: the same single reduction, bit for
+        bit, as ``add(torch.cat(parts))``, without allocating the concatenation or its squares."""
+        self.sum_of_squares += _gathered_rows(parts, workspace, square=True).sum(dim=0)
+        self.samples += _samples(parts)
 
     @property
     def value(self) -> torch.Tensor:
@@ -72,11 +121,15 @@ class HessianAccumulator:
     def nbytes(features: int) -> int:
         return 4 * features * features  # float32, for the memory check before calibration
 
-    def add(self, inputs: torch.Tensor) -> None:
-        rows, samples = _as_rows(inputs)
+    def add(self, inputs: torch.Tensor, workspace: Workspace | None = None) -> None:
+        self.add_parts([inputs], workspace)
+
+    def add_parts(self, parts: list[torch.Tensor], workspace: Workspace | None = None) -> None:
+        """Add ``parts`` as one batch, bit for bit ``add(torch.cat(parts))`` (see RowNormAccumulator)."""
+        rows = _gathered_rows(parts, workspace)
         for start, end in self._blocks:
             self.sum_of_outer[start:end, :end].addmm_(rows[:, start:end].t(), rows[:, :end])
-        self.samples += samples
+        self.samples += _samples(parts)
 
     @property
     def value(self) -> torch.Tensor:

@@ -92,3 +92,14 @@ def test_oversized_calibration_is_refused_before_any_work(tiny_model_dirs, owl_e
     assert len(errors) == 1 and errors[0].startswith("owl: error: calibration needs about")
     err = errors[0]
     assert "5000 windows x 64 tokens x 64 features float32" in err and "--nsamples" in err
+
+
+def test_freed_host_memory_is_reused_where_glibc_allows_it():
+    import platform
+
+    from owl.memory import reuse_freed_host_memory
+
+    applied = reuse_freed_host_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
+    assert reuse_freed_host_memory() == applied  # idempotent

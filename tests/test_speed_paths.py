@@ -212,3 +212,46 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, device, expect
     assert precision.resolve_dtype("float16", device) == "float16"
     assert precision.resolve_dtype(None, device) is None
     assert precision.precision_record(device)["native_bf16"] is (expected == "bfloat16")
+
+
+@pytest.mark.parametrize("accumulator", [RowNormAccumulator, HessianAccumulator])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_parts_in_a_reused_workspace_equal_the_concatenation_bit_for_bit(accumulator, dtype):
+    """add_parts writes a batch's chunks into reused scratch instead of concatenating them afresh:
+    the same statistic, bit for bit, even when the scratch still holds another batch's values."""
+    from owl.statistics import Workspace
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [[torch.randn(1, 37, 300, generator=generator).to(dtype) * 10 for _ in range(3)] for _ in range(2)]
+    workspace = Workspace()
+    via_parts, via_cat = accumulator(300), accumulator(300)
+    for parts in batches:
+        via_parts.add_parts(parts, workspace)
+        via_cat.add(torch.cat(parts))
+    assert via_parts.samples == via_cat.samples == 6
+    assert torch.equal(via_parts.value, via_cat.value)
+    assert len(workspace._buffers) == 1  # one buffer, reused by the second batch
+
+
+def test_a_pass_reuses_one_workspace_across_blocks(model):
+    workspaces = set()
+    for step in sequential_blocks(model, [_windows()], "cpu"):
+        workspaces.add(id(step.workspace))
+        step.forward(advance=True)
+    assert len(workspaces) == 1
+
+
+def test_joined_outputs_are_written_over_the_dead_inputs_only_when_safe():
+    from owl.sequential import _joined_outputs
+
+    inputs = torch.randn(4, 5, 3)
+    outputs = [torch.randn(1, 5, 3) for _ in range(4)]
+    expected = torch.cat(outputs)
+    joined = _joined_outputs(outputs, inputs)
+    assert torch.equal(joined, expected) and joined.data_ptr() == inputs.data_ptr()  # no fresh allocation
+    aliased_inputs = torch.randn(4, 5, 3)
+    aliased = [aliased_inputs[i:i + 1] for i in range(4)]  # a block that returned its input unchanged
+    again = _joined_outputs(aliased, aliased_inputs)
+    assert torch.equal(again, aliased_inputs) and again.data_ptr() != aliased_inputs.data_ptr()
+    other_dtype = _joined_outputs([o.to(torch.bfloat16) for o in outputs], inputs)
+    assert other_dtype.dtype == torch.bfloat16 and torch.equal(other_dtype, expected.to(torch.bfloat16))
