@@ -165,7 +165,7 @@ def reuse_freed_host_memory(mmap_threshold: int = 32 << 20, trim_threshold: int 
 
     A block forward allocates and frees intermediates of a few to tens of MB per window. With
     glibc's defaults such blocks are mapped from the OS and unmapped on free, or trimmed off the
-    heap, so every window pays page faults again: 0.8-5.7 million minor faults and 3-27 s of
+    heap, so every window pays page faults again: 0.8-6.3 million minor faults and 3-27 s of
     system time in a 60-80 s float32 pruning pass of SmolLM2-135M (8 windows of 2048, 2 threads;
     docs/benchmarks.md), varying from run to run. Allocations up to ``mmap_threshold`` (glibc's
     maximum on 64-bit) then come from the heap, which keeps up to ``trim_threshold`` of free
