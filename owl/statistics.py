@@ -25,7 +25,7 @@ class Workspace:
     The accumulators gather a batch's linear inputs (8 windows of 2048: up to 100 MB per input)
     into one tensor to reduce it at once. Allocated afresh each time, such tensors cost page
     faults on every use (glibc maps allocations this large from the OS and returns them on free):
-    ~6-7% of the float32 pruning pass on a 2-core CPU (docs/benchmarks.md). One per pass, not
+    4-6 s of a 60-80 s float32 pruning pass on a 2-core CPU (docs/benchmarks.md). One per pass, not
     shared between threads; what a buffer held before is never read."""
 
     def __init__(self):
