@@ -15,6 +15,10 @@ work (``git worktree add --detach ../old <commit>``).
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --protocol default \
         --out bench/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
     # (first run and statistics cached, about 1 h here by estimate; --runs "wanda_owl, first run" for the first alone)
+    OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --no_mixed --repeats 3 \
+        --runs "wanda_owl, statistics cached;sparsegpt_owl, statistics cached" --out bench/results_speed_repeats.json
+    # the chosen runs three times over, old and new alternating which goes first: each repeat's
+    # new/old ratio is one pair, summarised as a geometric mean with a 95% t-interval ("ratios")
 """
 
 from __future__ import annotations
@@ -101,6 +105,29 @@ def flops_per_token(hidden=576, intermediate=1536, q_heads=9, kv_heads=3, head_d
     return 2 * (linear + attention)
 
 
+def paired_ratios(runs: list[dict], phase: str = "process") -> dict[str, dict]:
+    """Per label, new / old of ``phase`` (``"process"``: the whole process; else a ``timings_s``
+    key) paired within each repeat, summarised as owl.uncertainty summarises seeds: geometric mean,
+    95% t-interval (none from one pair), and how many pairs were at most each target."""
+    from owl.uncertainty import ratio_interval
+
+    def seconds(run):
+        return run["process_s"] if phase == "process" else run["timings_s"][phase]
+
+    timed: dict[str, dict[int, dict[str, float]]] = {}
+    for run in runs:
+        if not run.get("warmup"):
+            timed.setdefault(run["label"], {}).setdefault(run.get("repeat", 0), {})[run["tree"]] = seconds(run)
+    summary = {}
+    for label, repeats in timed.items():
+        ratios = [pair["new"] / pair["old"] for _, pair in sorted(repeats.items()) if {"old", "new"} <= set(pair)
+                  and pair["old"] > 0 and pair["new"] > 0]
+        if ratios:
+            r = ratio_interval(ratios)
+            summary[label] = {"ratios": ratios, "ratio": r.ratio, "lower": r.lower, "upper": r.upper, "n": r.n_pairs}
+    return summary
+
+
 def _settings(args, stats: Path, method: str, evaluate: bool, **extra) -> dict:
     return {"model": args.model, "prune_method": method, "sparsity_ratio": 0.7, "Hyper_m": 5.0, "Lamda": 0.08,
             "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": 0, "device": "cpu", "dtype": "float32",
@@ -146,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval_dtype", default="bfloat16", help="the default config's (auto: bfloat16 on an avx512_bf16 CPU)")
     p.add_argument("--calib_batch_size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the plan this many times, old and new alternating which goes first (paired ratios)")
     p.add_argument("--runs", default="", help="';'-separated labels to run (default: all)")
     p.add_argument("--no_mixed", action="store_true", help="skip the bf16-forward runs of the new tree")
     p.add_argument("--no_eval", action="store_true",
@@ -173,13 +202,21 @@ def main(argv=None) -> int:
         print(json.dumps(report["concurrency"], indent=1))
         return 0
     names = [n.strip() for n in args.trees.split(",") if n.strip()]
-    plan = [(name, r) for r in RUNS for name in names]  # interleaved: a load change hits both alike
-    if not args.no_mixed:
-        plan += [("new", r) for r in MIXED_RUNS]
+    if args.repeats < 1:
+        p.error(f"--repeats is {args.repeats}; it must be at least 1")
     wanted = {w.strip() for w in args.runs.split(";") if w.strip()}
-    for tree_name, (label, method, cached, evaluate, extra) in plan:
-        if wanted and label not in wanted:
-            continue
+    unknown = wanted - {r[0] for r in RUNS + MIXED_RUNS}
+    if unknown:
+        p.error(f"--runs names unknown runs {sorted(unknown)}; known: {[r[0] for r in RUNS + MIXED_RUNS]}")
+    plan = []
+    for repeat in range(args.repeats):
+        order = names if repeat % 2 == 0 else names[::-1]  # interleaved, first place alternating: drift hits both alike
+        runs = [r for r in RUNS if not wanted or r[0] in wanted]
+        plan += [(repeat, name, r) for r in runs for name in order]
+        if not args.no_mixed:
+            plan += [(repeat, "new", r) for r in MIXED_RUNS if not wanted or r[0] in wanted]
+
+    def measure(tree_name, label, method, cached, evaluate, extra, repeat, warmup=False):
         stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
         if not cached and stats.exists():
             stats.unlink()
@@ -191,12 +228,27 @@ def main(argv=None) -> int:
         if method != "magnitude" and pruning > 0:
             out["pruning_tokens_per_s"] = tokens / pruning
             out["pruning_share_of_matmul_rate"] = pass_flop / pruning / (gflops * 1e9)
-        row = {"tree": tree_name, "label": label, "method": method, **out}
+        row = {"tree": tree_name, "label": label, "method": method, "repeat": repeat, **out}
+        if warmup:
+            row["warmup"] = True  # computed the statistics a cached run needs; not a measurement
         report["runs"].append(row)
         t = out["timings_s"]
         print(f"{tree_name:3} {label:48} stats {t['calibration']:7.1f}  pruning {pruning:7.1f}  eval {t['evaluation']:6.1f}  "
               f"process {out['process_s']:7.1f}  ppl {out['ppl']}  rss {out['max_rss_mib']:.0f} MiB", flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")  # partial results survive an interruption
+        return stats
+
+    for repeat, tree_name, (label, method, cached, evaluate, extra) in plan:
+        stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
+        if cached and not stats.exists():  # a cached run without its first run: compute them, untimed
+            measure(tree_name, "statistics (warm-up)", "wanda_owl", False, False, extra, repeat, warmup=True)
+        measure(tree_name, label, method, cached, evaluate, extra, repeat)
+    if "old" in names and "new" in names:
+        report["ratios"] = {phase: paired_ratios(report["runs"], phase) for phase in ("process", "pruning", "evaluation")}
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        for label, r in report["ratios"]["process"].items():
+            print(f"whole process new/old  {label:40} {r['ratio']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}]  n={r['n']}  "
+                  f"pairs {', '.join(f'{x:.3f}' for x in r['ratios'])}")
     print(f"wrote {args.out}")
     return 0
 
