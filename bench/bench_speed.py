@@ -107,8 +107,8 @@ def flops_per_token(hidden=576, intermediate=1536, q_heads=9, kv_heads=3, head_d
 
 def paired_ratios(runs: list[dict], phase: str = "process") -> dict[str, dict]:
     """Per label, new / old of ``phase`` (``"process"``: the whole process; else a ``timings_s``
-    key) paired within each repeat, summarised as owl.uncertainty summarises seeds: geometric mean,
-    95% t-interval (none from one pair), and how many pairs were at most each target."""
+    key) paired within each repeat, summarised as owl.uncertainty summarises seeds: geometric mean
+    and 95% t-interval (none from one pair). Warm-ups and runs without a partner are left out."""
     from owl.uncertainty import ratio_interval
 
     def seconds(run):
@@ -208,16 +208,18 @@ def main(argv=None) -> int:
     unknown = wanted - {r[0] for r in RUNS + MIXED_RUNS}
     if unknown:
         p.error(f"--runs names unknown runs {sorted(unknown)}; known: {[r[0] for r in RUNS + MIXED_RUNS]}")
+    runs = [r for r in RUNS if not wanted or r[0] in wanted]
+    mixed = [] if args.no_mixed else [r for r in MIXED_RUNS if not wanted or r[0] in wanted]
     plan = []
     for repeat in range(args.repeats):
         order = names if repeat % 2 == 0 else names[::-1]  # interleaved, first place alternating: drift hits both alike
-        runs = [r for r in RUNS if not wanted or r[0] in wanted]
-        plan += [(repeat, name, r) for r in runs for name in order]
-        if not args.no_mixed:
-            plan += [(repeat, "new", r) for r in MIXED_RUNS if not wanted or r[0] in wanted]
+        plan += [(repeat, name, r) for r in runs for name in order] + [(repeat, "new", r) for r in mixed]
+
+    def stats_path(tree_name, extra):
+        return work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
 
     def measure(tree_name, label, method, cached, evaluate, extra, repeat, warmup=False):
-        stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
+        stats = stats_path(tree_name, extra)
         if not cached and stats.exists():
             stats.unlink()
         settings = _settings(args, stats, method, evaluate and not args.no_eval, **extra)
@@ -236,11 +238,10 @@ def main(argv=None) -> int:
         print(f"{tree_name:3} {label:48} stats {t['calibration']:7.1f}  pruning {pruning:7.1f}  eval {t['evaluation']:6.1f}  "
               f"process {out['process_s']:7.1f}  ppl {out['ppl']}  rss {out['max_rss_mib']:.0f} MiB", flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")  # partial results survive an interruption
-        return stats
 
     for repeat, tree_name, (label, method, cached, evaluate, extra) in plan:
-        stats = work / f"{tree_name}-{extra.get('forward_dtype', 'float32')}-stats.pt"
-        if cached and not stats.exists():  # a cached run without its first run: compute them, untimed
+        if cached and not stats_path(tree_name, extra).exists():
+            # No first run before it: one computes the statistics, recorded but left out of the ratios.
             measure(tree_name, "statistics (warm-up)", "wanda_owl", False, False, extra, repeat, warmup=True)
         measure(tree_name, label, method, cached, evaluate, extra, repeat)
     if "old" in names and "new" in names:
