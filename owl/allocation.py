@@ -1,6 +1,8 @@
-"""Per-block sparsity allocation: uniform, OWL, and OWL's mixed N:M variant.
+"""Per-block sparsity allocation: the maps from a per-block statistic to per-block sparsities.
 
-Pure functions of floats and tensors. The allocation arithmetic runs in Python floats (double
+Uniform, OWL (and its mixed N:M variant), DLP, AlphaPruning and ATP. Which statistic each one
+ranks and how the run computes it is in :mod:`owl.allocators`; here are only the maps, pure
+functions of floats and tensors. The allocation arithmetic runs in Python floats (double
 precision) so that the mean-equals-target property holds to ~1e-15, independently of the
 device or dtype the statistics were computed on.
 """
@@ -20,6 +22,11 @@ __all__ = [
     "uniform_sparsities",
     "owl_sparsities",
     "owl_nm_pruned_counts",
+    "dlp_sparsities",
+    "alphapruning_sparsities",
+    "atp_sparsities",
+    "atp_beta_bound",
+    "check_block_sparsities",
 ]
 
 
@@ -57,14 +64,37 @@ def _check_target(target: float) -> float:
     return float(target)
 
 
-def _check_ratios(outlier_ratios: Sequence[float]) -> list[float]:
+def _check_ratios(outlier_ratios: Sequence[float], what: str = "outlier ratio") -> list[float]:
     ratios = [float(x) for x in outlier_ratios]
     if not ratios:
-        raise OwlError("OWL allocation got no outlier ratios; the model has no decoder blocks?")
+        raise OwlError(f"allocation got no {what}s; the model has no decoder blocks?")
     for i, x in enumerate(ratios):
         if not math.isfinite(x):
-            raise OwlError(f"outlier ratio of block {i} is {x}; outlier ratios must be finite numbers")
+            raise OwlError(f"{what} of block {i} is {x}; it must be a finite number")
     return ratios
+
+
+def check_block_sparsities(sparsities: list[float], allocator: str, flag: str, value: float, target: float) -> list[float]:
+    """The kit's one rule for every allocator: each block's sparsity must lie in the open (0, 1).
+
+    A block at or below 0 would not be pruned, one at or above 1 would lose every weight; the
+    official codes clamp the low side to 0.01 without renormalising (OWL, DLP), or let the high side
+    break the run (all of them). The kit refuses the setting instead, naming the block, so that a
+    reported sparsity is always the one that was pruned to."""
+    for i, s in enumerate(sparsities):
+        if not 0 < s < 1:
+            hint = f"lower {flag} or --sparsity_ratio" if s >= 1 else f"lower {flag} or raise --sparsity_ratio"
+            raise OwlError(
+                f"{allocator} allocation puts block {i} at sparsity {s:.6g}, outside (0, 1); "
+                f"{hint} ({flag} {value:g}, sparsity_ratio {target:g})"
+            )
+    return sparsities
+
+
+def _check_positive(value: float, flag: str, example: str) -> float:
+    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+        raise OwlError(f"{flag} is {value!r}; it must be a finite number >= 0 (e.g. {example})")
+    return float(value)
 
 
 def _check_lamda(lamda: float) -> float:
@@ -132,14 +162,7 @@ def owl_sparsities(
     r = [2.0 * lamda * x for x in normalised]
     mean_r = math.fsum(w * x for w, x in zip(weights, r)) / math.fsum(weights)
     sparsities = [target - (x - mean_r) for x in r]
-    for i, s in enumerate(sparsities):
-        if not 0 < s < 1:
-            hint = "lower --Lamda or --sparsity_ratio" if s >= 1 else "lower --Lamda or raise --sparsity_ratio"
-            raise OwlError(
-                f"OWL allocation puts block {i} at sparsity {s:.6g}, outside (0, 1); "
-                f"{hint} (Lamda {lamda:g}, sparsity_ratio {target:g})"
-            )
-    return sparsities
+    return check_block_sparsities(sparsities, "OWL", "--Lamda", lamda, target)
 
 
 def owl_nm_pruned_counts(outlier_ratios: Sequence[float], n: int, m: int, lamda: float) -> list[int]:
@@ -174,3 +197,97 @@ def owl_nm_pruned_counts(outlier_ratios: Sequence[float], n: int, m: int, lamda:
                 f"lower --Lamda ({lamda:g}) or choose another N:M ({n}:{m})"
             )
     return counts
+
+
+def dlp_sparsities(block_scores: Sequence[float], target: float, alpha: float) -> list[float]:
+    """DLP's per-block sparsities (Chen et al., ICML 2025), the official code's formula.
+
+    ``ironartisan/DLP`` @31d480f, ``lib/prune.py::get_dlp_ratios``: ``S_b`` is the block's mean
+    Wanda score over all its linear weights together; ``r = 1 - S / sum S`` is min-max scaled to
+    ``[0, 2 alpha]`` and shifted so that the plain mean density is ``1 - target``. It returns
+    densities ``d_b``; the sparsity is ``1 - d_b``. A higher mean score is pruned MORE. The spread
+    is exactly ``2 alpha``; the plain mean is exactly ``target``.
+
+    The kit differs: all scores equal (official: 0/0, every ratio NaN) gives ``target`` everywhere;
+    a block outside (0, 1) is refused (:func:`check_block_sparsities`; official: clamped to 0.01 on
+    the low side, nothing on the high side). Arithmetic in double (official: float32).
+    """
+    target = _check_target(target)
+    alpha = _check_positive(alpha, "--dlp_alpha", "0.15")
+    scores = _check_ratios(block_scores, "DLP block score")
+    total = math.fsum(scores)
+    if total == 0:
+        return [target] * len(scores)
+    keep = [1.0 - x / total for x in scores]
+    normalised = _minmax(keep)
+    if normalised is None or alpha == 0:
+        return [target] * len(scores)
+    spread = [2.0 * alpha * x for x in normalised]
+    mean = math.fsum(spread) / len(spread)
+    densities = [x - mean + (1.0 - target) for x in spread]
+    return check_block_sparsities([1.0 - d for d in densities], "DLP", "--dlp_alpha", alpha, target)
+
+
+def alphapruning_sparsities(
+    block_alphas: Sequence[float], target: float, epsilon: float, block_params: Sequence[float] | None = None
+) -> list[float]:
+    """AlphaPruning's per-block sparsities (Lu et al., NeurIPS 2024), the official code's formula.
+
+    ``haiquanlu/AlphaPruning`` @5f0e984, ``lib/prune.py::ww_sparsity`` with ``mapping_type
+    block_wise``: ``q_b`` is the mean over the block's linears of their power-law exponents
+    (:func:`owl.spectrum.alpha_peak`); ``r = (q - min q) / (max q - min q) * 2 eps + (1 - eps)``;
+    then ``s_b = r_b * target * sum P / sum(P r)``, so the parameter-weighted mean sparsity is
+    ``target``. A higher alpha (a less heavy-tailed spectrum) is pruned MORE. The range is relative:
+    ``s_b / s_c <= (1 + eps) / (1 - eps)``. ``block_params`` (``P``): linear weights per block;
+    None weighs blocks equally (what it reduces to when every block has the same size).
+
+    The kit differs: all alphas equal (official: NaN) gives ``target``; a block outside (0, 1) is
+    refused (official: no check). ``epsilon`` must lie in [0, 1): at 1 a block's ratio is 0.
+    """
+    target = _check_target(target)
+    if not (isinstance(epsilon, numbers.Real) and math.isfinite(epsilon) and 0 <= epsilon < 1):
+        raise OwlError(f"--epsilon is {epsilon!r}; it must lie in [0, 1) (AlphaPruning's LLaMA-7B scripts use 0.2-0.3)")
+    q = _check_ratios(block_alphas, "AlphaPruning block alpha")
+    weights = [1.0] * len(q) if block_params is None else [float(p) for p in block_params]
+    if len(weights) != len(q) or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise OwlError(f"block_params must be {len(q)} positive numbers, one per block; got {list(block_params or [])}")
+    normalised = _minmax(q)
+    if normalised is None or epsilon == 0:
+        return [target] * len(q)
+    ratios = [x * 2.0 * epsilon + (1.0 - epsilon) for x in normalised]
+    scale = target * math.fsum(weights) / math.fsum(w * r for w, r in zip(weights, ratios))
+    return check_block_sparsities([r * scale for r in ratios], "AlphaPruning", "--epsilon", epsilon, target)
+
+
+def atp_beta_bound(n_blocks: int, target: float) -> float:
+    """ATP's legality bound on ``beta``: ``min(2 s, 2 (1 - s)) / (L - 1)`` (``wzhuang-xmu/ATP``
+    @56b8437, ``main.py``), i.e. the first block at sparsity >= 0 and the last at <= 1."""
+    target = _check_target(target)
+    if n_blocks < 2:
+        return math.inf
+    return min(2.0 * target, 2.0 * (1.0 - target)) / (n_blocks - 1)
+
+
+def atp_sparsities(n_blocks: int, target: float, beta: float) -> list[float]:
+    """ATP's per-block sparsities (Huang et al., ICML 2025), the official code's formula.
+
+    ``wzhuang-xmu/ATP`` @56b8437, ``main.py::main``: ``s_i = s - beta (L - 1) / 2 + i beta``, a
+    sparsity rising linearly with depth, plain mean exactly ``target``. The official code exits
+    ("Illegal beta") when ``beta > min(2 s, 2 (1 - s)) / (L - 1)`` and accepts the bound itself,
+    where the first block gets sparsity 0 or the last 1; the kit refuses the bound too (a block at
+    0 or 1 is outside (0, 1), :func:`check_block_sparsities`), and a negative ``beta`` (official:
+    unchecked, reverses the direction).
+    """
+    target = _check_target(target)
+    beta = _check_positive(beta, "--beta", "0.01")
+    if not (isinstance(n_blocks, numbers.Integral) and n_blocks >= 1):
+        raise OwlError(f"number of blocks is {n_blocks!r}; it must be an integer >= 1")
+    first = target - beta * (n_blocks - 1) / 2.0
+    sparsities = [first + i * beta for i in range(int(n_blocks))]
+    bound = atp_beta_bound(int(n_blocks), target)
+    if beta > bound:
+        raise OwlError(
+            f"--beta {beta:g} is above ATP's bound {bound:.6g} for {n_blocks} blocks at sparsity_ratio {target:g} "
+            "(min(2 s, 2 (1 - s)) / (blocks - 1)); choose a smaller --beta"
+        )
+    return check_block_sparsities(sparsities, "ATP", "--beta", beta, target)

@@ -9,7 +9,8 @@ import sys
 
 from owl.errors import OwlError
 from owl.settings import (
-    ATTN_IMPLEMENTATIONS, CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DTYPES, OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings,
+    ALLOCATIONS, ATTN_IMPLEMENTATIONS, CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DLP_REDUCTIONS, DTYPES, EVAL_DATASETS,
+    OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings,
 )
 
 
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--Hyper_m", type=float, default=defaults.Hyper_m, help="OWL outlier threshold M")
     prune.add_argument("--Lamda", type=float, default=defaults.Lamda, help="OWL limit lambda (whole number for wanda_owl_structure)")
     prune.add_argument("--owl_weighting", default=defaults.owl_weighting, help=f"mean kept by OWL: {', '.join(OWL_WEIGHTINGS)} (params = parameter-weighted)")
+    prune.add_argument("--allocation", default=None, help=f"layerwise sparsity: {', '.join(ALLOCATIONS)} (default: the one --prune_method names, e.g. wanda_owl, else uniform)")
+    prune.add_argument("--dlp_alpha", type=float, default=None, help="DLP's range alpha: block sparsities spread over 2 alpha (default: its scripts' 0.15)")
+    prune.add_argument("--dlp_reduce", default=defaults.dlp_reduce, help=f"DLP's block statistic: {', '.join(DLP_REDUCTIONS)} Wanda score (mean: its code; median: its paper)")
+    prune.add_argument("--epsilon", type=float, default=None, help="AlphaPruning's range: ratios in [1 - eps, 1 + eps] (default: its LLaMA-7B scripts: 0.3 magnitude, 0.2 Wanda and SparseGPT)")
+    prune.add_argument("--beta", type=float, default=None, help="ATP's step: sparsity rises by beta per block (required with --allocation atp)")
     prune.add_argument("--use_variant", action="store_true", help="Wanda variant: per-row cumulative-score threshold")
     prune.add_argument("--sparsegpt_blocksize", type=int, default=defaults.sparsegpt_blocksize)
     prune.add_argument("--sparsegpt_percdamp", type=float, default=defaults.sparsegpt_percdamp)
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval_dtype", default=None, help=f"precision of the evaluation ({', '.join(DTYPES)}); default: --dtype")
     prune.add_argument("--eval_batch_size", type=int, default=defaults.eval_batch_size)
     prune.add_argument("--attn_implementation", default=None, help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default: the model's, sdpa)")
+    prune.add_argument("--eval_dataset", default="wikitext2", help=f"perplexity on: {', '.join(EVAL_DATASETS)} (the validation split is for tuning)")
     prune.add_argument("--no_eval", action="store_true", help="skip the WikiText-2 evaluation")
     prune.add_argument("--save", default=None, help="directory for result.json")
     prune.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
@@ -75,7 +82,8 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         sparsity_type=args.sparsity_type, Hyper_m=args.Hyper_m, Lamda=args.Lamda, nsamples=args.nsamples,
         seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
         save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
-        eval_dataset=None if args.no_eval else "wikitext2", calib_dataset=args.calib_dataset,
+        eval_dataset=None if args.no_eval else args.eval_dataset, calib_dataset=args.calib_dataset,
+        allocation=args.allocation, dlp_alpha=args.dlp_alpha, dlp_reduce=args.dlp_reduce, epsilon=args.epsilon, beta=args.beta,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
         attn_implementation=args.attn_implementation,
         owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,
@@ -115,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             from owl.pipeline import run_prune
 
             result = run_prune(_settings_from_args(args).validate())
-            summary = {k: result[k] for k in ("model", "prune_method", "sparsity_ratio", "achieved_sparsity", "ppl", "eval_windows")}
+            summary = {k: result[k] for k in ("model", "prune_method", "allocation", "allocation_params", "sparsity_ratio",
+                                              "achieved_sparsity", "ppl", "eval_windows")}
             if "zero_shot" in result:
                 summary["zero_shot"] = result["zero_shot"]
             print(json.dumps(summary))

@@ -190,10 +190,16 @@ def calibration_windows(
 
 def wikitext2_test_tokens(tokenizer, source: TextSource, cache: TokenCache) -> tuple[torch.Tensor, str]:
     """The WikiText-2 raw test split, rows joined with blank lines, tokenised once (1-D ids)."""
-    key = f"eval|wikitext2-test|{source.describe('wikitext2')}"
+    return wikitext2_tokens(tokenizer, source, cache, "test")
+
+
+def wikitext2_tokens(tokenizer, source: TextSource, cache: TokenCache, split: str) -> tuple[torch.Tensor, str]:
+    """A WikiText-2 raw split (``test``: what is reported; ``validation``: what is tuned on), rows
+    joined with blank lines, tokenised once (1-D ids)."""
+    key = f"eval|wikitext2-{split}|{source.describe('wikitext2')}"
 
     def compute():
-        rows, described = source.wikitext_rows("test")
+        rows, described = source.wikitext_rows(split)
         return {"ids": torch.tensor(_tokenize(tokenizer, "\n\n".join(rows)), dtype=torch.long), "source": described}
 
     value = cache.get_or_compute(key, compute)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from owl.allocation import owl_nm_pruned_counts, owl_sparsities, uniform_sparsities
-from owl.data import TextSource, TokenCache, calibration_windows, data_dir_from_env, wikitext2_test_tokens
+from owl.allocation import owl_nm_pruned_counts
+from owl.allocators import allocate, block_means, get_allocator
+from owl.data import TextSource, TokenCache, calibration_windows, data_dir_from_env, wikitext2_tokens
 from owl.errors import OwlError
 from owl.evaluation import perplexity
 from owl.memory import activation_storage, footprint_of, reuse_freed_host_memory
@@ -28,8 +29,9 @@ from owl.models import (
 )
 from owl.precision import precision_record, resolve_dtype
 from owl.pruning import compute_statistics, prune_model
-from owl.results import RESULT_FILE, software_versions, write_json_atomic
+from owl.results import RESULT_FILE, read_result, software_versions, write_json_atomic
 from owl.settings import PruneSettings
+from owl.spectrum import block_alphas
 from owl.statistics import CalibrationStatistics, RowNormAccumulator
 
 log = logging.getLogger(__name__)
@@ -148,20 +150,44 @@ def calibrate(
     }
 
 
-def block_targets(settings: PruneSettings, outlier_ratios: list[float] | None, block_params: list[int]) -> list[LayerTarget]:
-    """Per-block pruning targets: uniform, OWL, N:M or OWL mixed N:M."""
+def weight_alphas(ctx: RunContext, model: str, dtype: str) -> list[list[float]]:
+    """AlphaPruning's per-layer ``alpha_peak`` of the dense weights, computed once per (model, dtype)
+    and cached under ``<cache_dir>/spectra/`` (weights only: no calibration data)."""
+    meta = {"model": model, "dtype": dtype, "statistic": "alpha_peak", "bins": 100}
+    path = ctx.cache_dir / "spectra" / default_statistics_path(ctx.cache_dir, meta).with_suffix(".json").name
+    if path.exists():
+        stored = read_result(path)
+        if stored.get("meta") == meta:
+            return stored["alphas"]
+    tick = time.perf_counter()
+    alphas = block_alphas(ctx.linear_layers())
+    write_json_atomic(path, {"meta": meta, "alphas": alphas})
+    log.info("weight spectra (alpha_peak) of %d blocks in %.1f s, saved to %s", len(alphas), time.perf_counter() - tick, path)
+    return alphas
+
+
+def allocation_scores(settings: PruneSettings, ctx: RunContext, stats: CalibrationStatistics | None) -> list[float] | None:
+    """The per-block statistic the run's allocator ranks (None for uniform and ATP)."""
+    statistic = get_allocator(settings.allocation_name).statistic
+    if statistic == "outlier_ratios":
+        return stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m)
+    if statistic == "wanda_score_means":
+        return stats.score_means(ctx.linear_layers(), settings.dlp_reduce)
+    if statistic == "alpha_peak":
+        return block_means(weight_alphas(ctx, settings.model, ctx.dtype))
+    return None
+
+
+def block_targets(settings: PruneSettings, scores: list[float] | None, block_params: list[int]) -> list[LayerTarget]:
+    """Per-block pruning targets: any allocator (owl.allocators), N:M or OWL mixed N:M."""
     n_blocks = len(block_params)
     structure = settings.structure
     if settings.prune_method == "wanda_owl_structure":
-        counts = owl_nm_pruned_counts(outlier_ratios, structure.n, structure.m, int(settings.Lamda))
+        counts = owl_nm_pruned_counts(scores, structure.n, structure.m, int(settings.Lamda))
         return [LayerTarget(c / structure.m, c, structure.m) for c in counts]
     if structure.structured:
         return [LayerTarget(structure.sparsity, structure.n, structure.m)] * n_blocks
-    if settings.uses_owl:
-        weights = block_params if settings.owl_weighting == "params" else None
-        sparsities = owl_sparsities(outlier_ratios, settings.sparsity_ratio, settings.Lamda, block_weights=weights)
-    else:
-        sparsities = uniform_sparsities(n_blocks, settings.sparsity_ratio)
+    sparsities = allocate(settings.allocation_name, scores, settings.sparsity_ratio, settings.allocation_value, block_params, settings)
     return [LayerTarget(s) for s in sparsities]
 
 
@@ -176,7 +202,7 @@ def run_prune(settings: PruneSettings) -> dict:
     block_params = block_parameter_counts(ctx.model)
     forward_dtype = ctx.forward_dtype(settings.forward_dtype)
     storage = None
-    if settings.needs_calibration or (settings.uses_owl and not settings.is_dense):
+    if settings.needs_calibration or settings.needs_statistics:
         # The pruning pass's statistic (SparseGPT's Hessians, else Wanda's row norms) is the larger.
         accumulator = ACCUMULATORS[settings.base_method] or RowNormAccumulator
         storage = ctx.activation_storage(accumulator, settings.nsamples, settings.seqlen, settings.calib_batch_size, forward_dtype)
@@ -184,25 +210,28 @@ def run_prune(settings: PruneSettings) -> dict:
     # Load every piece of data first, so bad --seqlen / --nsamples fail before any pruning.
     eval_ids, eval_source = None, None
     if settings.eval_dataset:
-        eval_ids, eval_source = wikitext2_test_tokens(ctx.tokenizer, ctx.source, ctx.tokens)
+        split = "validation" if settings.eval_dataset == "wikitext2_validation" else "test"
+        eval_ids, eval_source = wikitext2_tokens(ctx.tokenizer, ctx.source, ctx.tokens, split)
         if eval_ids.numel() < settings.seqlen:
             raise OwlError(f"--seqlen {settings.seqlen} is longer than the evaluation text ({eval_ids.numel()} tokens)")
     windows, calib_source = None, None
     if settings.needs_calibration:
         windows, calib_source = ctx.calibration(settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed)
 
-    outlier_ratios, stats_path = None, None
-    if settings.uses_owl and not settings.is_dense:
+    stats, stats_path, scores = None, None, None
+    if settings.needs_statistics:
         meta = statistics_meta(settings.model, settings.calib_dataset, settings.nsamples, settings.seqlen, settings.seed,
                                ctx.dtype, forward_dtype)
         stats, stats_path, timings["calibration"] = obtain_statistics(ctx, meta, settings.stats_path, settings.calib_batch_size, storage)
-        outlier_ratios = stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m)
         calib_source = calib_source or stats.meta.get("calib_source")
+    if not settings.is_dense:
+        scores = allocation_scores(settings, ctx, stats)
+    outlier_ratios = scores if settings.uses_owl else None
 
     if settings.is_dense:
         targets = [LayerTarget(0.0)] * len(block_params)
     else:
-        targets = block_targets(settings, outlier_ratios, block_params)  # raises before pruning if OWL is out of range
+        targets = block_targets(settings, scores, block_params)  # raises before pruning if OWL is out of range
         options = MethodOptions(settings.use_variant, settings.sparsegpt_blocksize, settings.sparsegpt_percdamp)
         tick = time.perf_counter()
         prune_model(ctx.model, settings.base_method, targets, options, ctx.device, windows, settings.calib_batch_size,
@@ -225,8 +254,8 @@ def run_prune(settings: PruneSettings) -> dict:
         tick = time.perf_counter()
         value, eval_windows = perplexity(ctx.model, eval_ids, settings.seqlen, ctx.device, settings.eval_batch_size, settings.eval_limit)
         timings["evaluation"] = time.perf_counter() - tick
-        ppl["wikitext2"] = value
-        log.info("wikitext2 perplexity %.4f over %d windows", value, eval_windows)
+        ppl[settings.eval_dataset] = value
+        log.info("%s perplexity %.4f over %d windows", settings.eval_dataset, value, eval_windows)
 
     result = {
         "model": settings.model,
@@ -245,6 +274,9 @@ def run_prune(settings: PruneSettings) -> dict:
         "precision": precision_record(ctx.device),
         "attn_implementation": getattr(ctx.model.config, "_attn_implementation", None),  # the kernel used (the setting may be None)
         "achieved_sparsity": achieved,
+        "allocation": "dense" if settings.is_dense else settings.allocation_name,
+        "allocation_params": {} if settings.is_dense else settings.allocation_params,
+        "allocation_scores": scores,
         "layer_sparsities": [t.sparsity for t in targets],
         "layer_nm": [[t.n, t.m] for t in targets] if settings.structure.structured else None,
         "layer_achieved_sparsities": achieved_per_block,

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from owl.errors import OwlError
 
 BASE_METHODS = ("magnitude", "wanda", "sparsegpt")
+ALLOCATIONS = ("uniform", "owl", "dlp", "alphapruning", "atp")  # owl.allocators.ALLOCATORS
+# The paper code's names (wanda_owl, ...) and the same for every allocator (wanda_dlp, ...): an alias
+# of --prune_method <base> --allocation <allocator>.
 PRUNE_METHODS = (
     "dense",
-    "magnitude",
-    "wanda",
-    "sparsegpt",
-    "magnitude_owl",
-    "wanda_owl",
-    "sparsegpt_owl",
+    *BASE_METHODS,
+    *(f"{base}_{allocation}" for allocation in ALLOCATIONS[1:] for base in BASE_METHODS),
     "wanda_owl_structure",
 )
+DLP_REDUCTIONS = ("mean", "median")  # mean: DLP's code; median: its paper
 DTYPES = ("float32", "bfloat16", "float16", "auto")  # auto: owl.precision picks per device
 CALIBRATION_DATASETS = ("c4", "wikitext2")
+# Perplexity: WikiText-2 test (what is reported), or its validation split (what hyperparameters are tuned on).
+EVAL_DATASETS = ("wikitext2", "wikitext2_validation")
 OWL_WEIGHTINGS = ("blocks", "params")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")  # transformers' attention kernels available everywhere
 DEFAULT_ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
@@ -94,6 +96,11 @@ class PruneSettings:
     attn_implementation: str | None = None  # None: the model's default (sdpa for the supported models)
     stats_path: str | None = None
     owl_weighting: str = "blocks"
+    allocation: str | None = None  # None: from --prune_method (owl for *_owl, ...), else uniform
+    dlp_alpha: float | None = None  # None: DLP's scripts' 0.15
+    dlp_reduce: str = "mean"
+    epsilon: float | None = None  # None: AlphaPruning's LLaMA-7B script value for the method
+    beta: float | None = None  # ATP has no default
     sparsegpt_blocksize: int = 128
     sparsegpt_percdamp: float = 0.01
     eval_zero_shot: bool = False
@@ -108,8 +115,37 @@ class PruneSettings:
         return None if self.prune_method == "dense" else self.prune_method.split("_")[0]
 
     @property
+    def allocation_name(self) -> str:
+        """The allocator: --allocation, else the one --prune_method names (wanda_owl: owl), else uniform."""
+        if self.allocation is not None:
+            return self.allocation
+        parts = self.prune_method.split("_")
+        return parts[1] if len(parts) > 1 and parts[1] in ALLOCATIONS else "uniform"
+
+    @property
     def uses_owl(self) -> bool:
-        return "_owl" in self.prune_method
+        return self.allocation_name == "owl"
+
+    @property
+    def allocation_value(self) -> float | None:
+        """The allocator's range hyperparameter as the run uses it (the official default where unset)."""
+        from owl.allocators import get_allocator
+
+        allocator = get_allocator(self.allocation_name)
+        if allocator.hyperparameter is None:
+            return None
+        value = getattr(self, allocator.hyperparameter)
+        return allocator.default_value(self.base_method) if value is None else value
+
+    @property
+    def allocation_params(self) -> dict:
+        """What the allocation depends on besides the target: recorded in result.json."""
+        name = self.allocation_name
+        params = {"owl": {"Hyper_m": self.Hyper_m, "Lamda": self.Lamda, "owl_weighting": self.owl_weighting},
+                  "dlp": {"dlp_alpha": self.allocation_value, "dlp_reduce": self.dlp_reduce},
+                  "alphapruning": {"epsilon": self.allocation_value},
+                  "atp": {"beta": self.allocation_value}}
+        return params.get(name, {})
 
     @property
     def structure(self) -> SparsityType:
@@ -123,6 +159,13 @@ class PruneSettings:
     def needs_calibration(self) -> bool:
         """Whether pruning itself needs activations (magnitude does not; OWL needs statistics)."""
         return not self.is_dense and self.base_method in ("wanda", "sparsegpt")
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the allocator ranks the dense calibration statistics (OWL, DLP)."""
+        from owl.allocators import get_allocator
+
+        return not self.is_dense and get_allocator(self.allocation_name).statistic_source == "calibration"
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -153,6 +196,28 @@ class PruneSettings:
                 f"--prune_method {self.prune_method} with --sparsity_type {structure} is not allowed; "
                 "OWL with N:M is --prune_method wanda_owl_structure"
             )
+        if self.allocation is not None:
+            if self.allocation not in ALLOCATIONS:
+                raise OwlError(f"--allocation {self.allocation!r} is not allowed; choose one of {', '.join(ALLOCATIONS)}")
+            named = self.prune_method.split("_")[1] if "_" in self.prune_method else None
+            if self.prune_method == "dense" or (named is not None and named != self.allocation):
+                raise OwlError(
+                    f"--allocation {self.allocation} contradicts --prune_method {self.prune_method}; "
+                    f"pass --prune_method {self.base_method or 'wanda'} with --allocation {self.allocation}"
+                )
+        if structure.structured and self.allocation_name not in ("uniform", "owl"):
+            raise OwlError(
+                f"--allocation {self.allocation_name} with --sparsity_type {structure} is not allowed; its official code "
+                "does not apply the allocation to N:M (use unstructured, or OWL's wanda_owl_structure)"
+            )
+        if self.dlp_reduce not in DLP_REDUCTIONS:
+            raise OwlError(f"--dlp_reduce {self.dlp_reduce!r} is not allowed; choose one of {', '.join(DLP_REDUCTIONS)}")
+        for name, low, high in (("dlp_alpha", 0, 0.5), ("epsilon", 0, 1), ("beta", 0, 1)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and low <= value < high):
+                raise OwlError(f"--{name} {value!r} is not allowed; it must lie in [{low}, {high})")
+        if self.allocation_name == "atp" and self.beta is None and not self.is_dense:
+            raise OwlError("--allocation atp needs --beta (ATP fixes none; its bound is min(2 s, 2 (1 - s)) / (blocks - 1))")
         if self.uses_owl:
             if not self.Hyper_m > 0:
                 raise OwlError(f"--Hyper_m {self.Hyper_m} is not allowed; it must be > 0 (the paper uses 3, 5, 7, 10)")
@@ -180,8 +245,8 @@ class PruneSettings:
                 raise OwlError(f"--{name} {value!r} is not allowed; choose one of {', '.join(DTYPES)}")
         if self.calib_dataset not in CALIBRATION_DATASETS:
             raise OwlError(f"--calib_dataset {self.calib_dataset!r} is not allowed; choose one of {', '.join(CALIBRATION_DATASETS)}")
-        if self.eval_dataset not in (None, "wikitext2"):
-            raise OwlError(f"--eval_dataset {self.eval_dataset!r} is not allowed; choose wikitext2 or none")
+        if self.eval_dataset not in (None, *EVAL_DATASETS):
+            raise OwlError(f"--eval_dataset {self.eval_dataset!r} is not allowed; choose one of {', '.join(EVAL_DATASETS)}")
         if self.owl_weighting not in OWL_WEIGHTINGS:
             raise OwlError(f"--owl_weighting {self.owl_weighting!r} is not allowed; choose one of {', '.join(OWL_WEIGHTINGS)}")
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:

@@ -168,15 +168,31 @@ class CalibrationStatistics:
                 )
         return stats
 
+    def _block_scores(self, blocks):
+        """Per block, the Wanda scores of its linear sublayers (one tensor each, float32)."""
+        for index, (layers, rows) in enumerate(zip(blocks, self.scaler_rows)):
+            if set(layers) != set(rows):
+                raise OwlError(f"statistics of block {index} cover {sorted(rows)}, but the model has {sorted(layers)}")
+            yield [wanda_scores(layers[name].weight.detach(), rows[name].to(layers[name].weight.device)) for name in layers]
+
+    def score_means(self, blocks, reduce: str = "mean") -> list[float]:
+        """DLP's block statistic: the mean (or median) Wanda score over all linear weights of each
+        block together, i.e. element-weighted, not a mean of per-layer means
+        (``ironartisan/DLP`` ``lib/prune.py::get_dlp_ratios``). The mean is a float32 sum per layer
+        combined in double; the median concatenates the block's scores."""
+        means = []
+        for scores in self._block_scores(blocks):
+            if reduce == "median":
+                means.append(float(torch.cat([s.flatten() for s in scores]).median()))
+            elif reduce == "mean":
+                means.append(sum(float(s.sum()) for s in scores) / sum(s.numel() for s in scores))
+            else:
+                raise OwlError(f"score reduction {reduce!r} is not allowed; choose mean or median")
+        return means
+
     def outlier_ratios(self, blocks, hyper_m: float) -> list[float]:
         """OWL's layerwise outlier distribution (percent per block) for threshold ``M``.
 
         ``blocks`` are (dense) decoder blocks as ``{name: linear}`` dicts matching the statistics.
         """
-        ratios = []
-        for index, (layers, rows) in enumerate(zip(blocks, self.scaler_rows)):
-            if set(layers) != set(rows):
-                raise OwlError(f"statistics of block {index} cover {sorted(rows)}, but the model has {sorted(layers)}")
-            scores = [wanda_scores(layers[name].weight.detach(), rows[name].to(layers[name].weight.device)) for name in layers]
-            ratios.append(outlier_ratio(scores, hyper_m))
-        return ratios
+        return [outlier_ratio(scores, hyper_m) for scores in self._block_scores(blocks)]
