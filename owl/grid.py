@@ -15,8 +15,9 @@ import math
 
 from owl.errors import OwlError
 from owl.report import OWL_BASELINE, is_owl
+from owl.zoo import ZOO_SECTIONS, check_zoo, expand_zoo
 
-SECTIONS = ("main", "sweep", "ablation", "zero_shot")
+SECTIONS = ("main", "sweep", "ablation", "zero_shot")  # the paper's; the zoo's (owl.zoo) come after them
 NO_CALIBRATION_DATA = ("dense", "magnitude")
 DEFAULT_RESOURCES = {
     "calibrate": {"gpu": 0, "mem_mb": 16000, "runtime": 120, "threads": 2},
@@ -84,6 +85,10 @@ def validate_config(cfg: dict, schema: dict) -> dict:
         for value in extra["sparsities"]:
             if not any(math.isclose(value, x) for x in sweep["sparsities"]):
                 raise ConfigError(f"sweep.cell_seeds[{i}].sparsities: {value} is not in sweep.sparsities {sweep['sparsities']}")
+    try:
+        check_zoo(cfg)
+    except OwlError as err:
+        raise ConfigError(str(err)) from None
     ab = cfg.get("ablation")
     for i, extra in enumerate((ab or {}).get("cell_seeds") or []):
         for axis in ("Hyper_m", "Lamda"):
@@ -227,7 +232,13 @@ def expand_grid(cfg: dict, models: dict[str, dict]) -> dict[tuple[str, str], dic
         for model in zs["models"]:
             for method in zs["methods"]:
                 add("zero_shot", model, method, zs["sparsity"])
+    runs.update(expand_zoo(cfg, models))
     return runs
+
+
+def is_zoo(run: dict) -> bool:
+    """A run of the allocation zoo (owl.zoo): its own settings and tables, never in the paper's."""
+    return any(section in ZOO_SECTIONS for section in run["sections"])
 
 
 # ---- statistics and allocations: per (model, seed) ---------------------------------------------------
@@ -266,8 +277,8 @@ def ablation_runs(cfg: dict, runs: dict) -> list[tuple[str, str]]:
         return (r["method"] == ab["method"] and any(math.isclose(r["Hyper_m"], x) for x in ab["Hyper_m"])
                 and any(math.isclose(r["Lamda"], x) for x in ab["Lamda"]))
 
-    return [key for key, r in runs.items()
-            if r["model"] in ab["models"] and math.isclose(r["sparsity"], ab["sparsity"]) and (r["method"] == baseline or in_grid(r))]
+    return [key for key, r in runs.items() if not is_zoo(r)
+            and r["model"] in ab["models"] and math.isclose(r["sparsity"], ab["sparsity"]) and (r["method"] == baseline or in_grid(r))]
 
 
 # ---- batches: a long grid in an order whose finished parts are whole tables ----------------------
@@ -278,17 +289,21 @@ def run_batches(cfg: dict, runs: dict) -> list[tuple[str, list[tuple[str, str]]]
     that seed are complete, so they can be committed and listed in the config on their own.
     Prune jobs (result.json) only: zeroshot jobs are their own target."""
     done, batches = set(), []
-    for section in SECTIONS:
-        if not cfg.get(section):
-            continue
-        for model in cfg[section]["models"]:
-            section_runs = [(k, r) for k, r in runs.items() if r["model"] == model and section in r["sections"]]
-            seeds = sorted({r["seed"] for _, r in section_runs if r["seed"] is not None})
-            for seed in [None, *seeds]:
-                keys = [k for k, r in section_runs if r["seed"] == seed and k not in done]
-                if keys:
-                    done.update(keys)
-                    batches.append((f"{section} {model} " + ("uncalibrated" if seed is None else f"seed {seed}"), keys))
+    for section in (*SECTIONS, *ZOO_SECTIONS):
+        section_runs = [(k, r) for k, r in runs.items() if section in r["sections"]]
+        for model in dict.fromkeys(r["model"] for _, r in section_runs):
+            model_runs = [(k, r) for k, r in section_runs if r["model"] == model]
+            seeds = sorted({r["seed"] for _, r in model_runs if r["seed"] is not None})
+            # Tuning trials go round by round (every allocator's i-th value), so that what is done
+            # has the same trial budget for every allocator.
+            rounds = list(dict.fromkeys(r.get("round") for _, r in model_runs))
+            for round_ in rounds:
+                for seed in [None, *seeds]:
+                    keys = [k for k, r in model_runs if r["seed"] == seed and r.get("round") == round_ and k not in done]
+                    if keys:
+                        done.update(keys)
+                        label = f"{section} {model} " + (f"{round_} " if round_ else "")
+                        batches.append((label + ("uncalibrated" if seed is None else f"seed {seed}"), keys))
     return batches
 
 

@@ -166,6 +166,7 @@ def prune_settings(model, run_name):
         "stats_path": stats_path(model, run["seed"]) if run["uses_stats"] else None,
         "save": RUN_DIR.format(model=model, run=run_name),
         "eval_zero_shot": False,
+        **run.get("settings", {}),  # a zoo run's pinned settings and its allocator's hyperparameter
     }
 
 
