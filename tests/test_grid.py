@@ -161,6 +161,9 @@ def test_the_shipped_configs_are_valid_and_default_to_seed_zero():
             if cfg.get(section):
                 declared.update(k for seeds in grid.seeds_by_model(cfg, section).values() for k in seeds)
                 declared.update(k for extra in cfg[section].get("cell_seeds") or [] for k in extra["seeds"])
+        zoo = cfg.get("zoo") or {}
+        declared.update(k for seeds in (zoo.get("seeds") or {}).values() for k in seeds)
+        declared.update((zoo.get("tuning") or {}).get("seeds", []))
         assert all(r["seed"] in (None, *declared) for r in runs_of(cfg).values())
 
 
