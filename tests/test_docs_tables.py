@@ -1,0 +1,72 @@
+"""The figures README.md and docs/ quote are the committed ones: every results table they copy equals
+its file under results/default/tables/, and every file they name or link to exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = REPO / "results" / "default" / "tables"
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "results" / "README.md"]
+# Pages the README and the docs index link to that other changes add (GPU use, SLURM, the allocation
+# zoo); once they exist they are checked like every other link.
+PAGES_ADDED_ELSEWHERE = {"docs/gpu.md", "docs/cluster.md", "docs/zoo.md"}
+
+
+def table_rows(text: str) -> list[str]:
+    """The Markdown table lines of ``text``, in order."""
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def contains_block(text: str, rows: list[str]) -> bool:
+    """``rows`` appear in ``text`` as consecutive lines."""
+    lines = text.splitlines()
+    return any(lines[i:i + len(rows)] == rows for i in range(len(lines) - len(rows) + 1))
+
+
+def test_the_readme_main_table_is_the_committed_one():
+    rows = table_rows((TABLES / "main.md").read_text())
+    assert len(rows) >= 4  # header, rule, at least two methods
+    assert contains_block((REPO / "README.md").read_text(), rows), "README.md's main table differs from results/default/tables/main.md"
+
+
+@pytest.mark.parametrize("table", ["main", "sweep", "ablation_smollm2-135m", "zero_shot"])
+def test_the_results_page_holds_every_committed_table(table):
+    rows = table_rows((TABLES / f"{table}.md").read_text())
+    assert contains_block((REPO / "docs" / "results.md").read_text(), rows), f"docs/results.md: {table}.md differs"
+
+
+def test_contains_block_needs_every_row_in_order():
+    assert contains_block("a\n| x |\n| y |\nb", ["| x |", "| y |"])
+    assert not contains_block("| x |\nb\n| y |", ["| x |", "| y |"])
+
+
+def _local_targets(doc: Path) -> list[str]:
+    """Relative link and image targets of a Markdown file, and the `bench/results/...` and
+    `results/...` files it names in backticks, as paths from the repository root."""
+    text = doc.read_text()
+    targets = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (doc.parent / target.split("#")[0]).resolve()
+        targets.append(str(path.relative_to(REPO)))
+    for name in re.findall(r"`((?:bench/)?results/[^`\s<>{}*]+\.(?:json|md|png|csv))`", text):
+        targets.append(name)
+    return targets
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_file_a_doc_names_exists(doc):
+    missing = [t for t in _local_targets(doc) if t not in PAGES_ADDED_ELSEWHERE and not (REPO / t).exists()]
+    assert not missing, f"{doc.relative_to(REPO)} names files that do not exist: {missing}"
+
+
+def test_no_doc_names_a_cpu_its_records_do_not_confirm():
+    """The AMD EPYC of the committed runs reported cpu family 25 model 17 (Zen 4, avx512_bf16),
+    not a Zen 5."""
+    for doc in [*DOCS, *sorted((REPO / "report").glob("*.rst"))]:
+        assert "Zen 5" not in doc.read_text(), doc
