@@ -65,6 +65,29 @@ def test_every_file_a_doc_names_exists(doc):
     assert not missing, f"{doc.relative_to(REPO)} names files that do not exist: {missing}"
 
 
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_github_anchor():
+    assert github_anchor("`result.json`") == "resultjson"
+    assert github_anchor("Data: the Hub or `OWL_DATA_DIR`") == "data-the-hub-or-owl_data_dir"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_section_a_doc_links_to_exists(doc):
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+\.md)#([^)\s]+)\)", doc.read_text()):
+        page = (doc.parent / target[0]).resolve()
+        if str(page.relative_to(REPO)) in PAGES_ADDED_ELSEWHERE and not page.exists():
+            continue
+        headings = [github_anchor(h) for h in re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)]
+        if target[1] not in headings:
+            broken.append("#".join(target))
+    assert not broken, f"{doc.relative_to(REPO)} links to sections that do not exist: {broken}"
+
+
 def test_no_doc_names_a_cpu_its_records_do_not_confirm():
     """The AMD EPYC of the committed runs reported cpu family 25 model 17 (Zen 4, avx512_bf16),
     not a Zen 5."""
