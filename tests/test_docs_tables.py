@@ -93,3 +93,24 @@ def test_no_doc_names_a_cpu_its_records_do_not_confirm():
     not a Zen 5."""
     for doc in [*DOCS, *sorted((REPO / "report").glob("*.rst"))]:
         assert "Zen 5" not in doc.read_text(), doc
+
+
+def test_the_benchmark_ratios_quoted_are_the_committed_ones():
+    """docs/benchmarks.md's new / old table: each cell is its JSON's paired ratio and interval."""
+    import json
+
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    files = {"bfloat16": "results_speed_repeats.json", "float32": "results_speed_repeats_float32_eval.json"}
+    rows = {"OWL w. Wanda": "wanda_owl, statistics cached", "OWL w. SparseGPT": "sparsegpt_owl, statistics cached"}
+    phases = {"pruning pass": "pruning", "whole process": "process"}
+    checked = 0
+    for column, (evaluation, name) in enumerate(files.items()):
+        ratios = json.loads((REPO / "bench" / "results" / name).read_text())["ratios"]
+        for row, run in rows.items():
+            for phase, key in phases.items():
+                line = next(line for line in table_rows(text) if line.startswith(f"| {row}: {phase} |"))
+                cell = line.split("|")[2 + column].strip()
+                r = ratios[key][run]
+                assert cell == f"{r['ratio']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}]", (evaluation, row, phase, cell)
+                checked += 1
+    assert checked == 8
