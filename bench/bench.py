@@ -18,7 +18,7 @@ Measures on one model (default: the embedded SmolLM2-135M), for each dtype asked
 Repeated measurements (``--repeats``) are reported as medians with all samples kept in the JSON:
 the machine may be shared, so the load average is recorded next to every phase.
 
-    OWL_DATA_DIR=/work/shared/data python bench/bench.py --out bench/results.json
+    OWL_DATA_DIR=/work/shared/data python bench/bench.py --out bench/results/results.json
 """
 
 from __future__ import annotations
@@ -502,7 +502,7 @@ def parse_args(argv=None):
     p.add_argument("--work", default=None, help="where the bench writes its statistics files (default: a temp dir)")
     p.add_argument("--skip", default="", help="comma-separated phases to skip: masks,evaluation,methods (the statistics pass always runs)")
     p.add_argument("--in_process", action="store_true", help="run every phase in this process (peak memory then accumulates)")
-    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--out", default="bench/results/results.json")
     args = p.parse_args(argv)
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.methods = [m for m in args.methods.split(",") if m]

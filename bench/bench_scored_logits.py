@@ -11,7 +11,7 @@ time twice. This bench splits the question in two:
    kept ones, alternating; the sums are scaled up to all batches.
 
     OWL_DATA_DIR=/work/shared/data python bench/bench_scored_logits.py --threads 1 \\
-        --out bench/results_scored_logits.json
+        --out bench/results/results_scored_logits.json
 """
 
 from __future__ import annotations

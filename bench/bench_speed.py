@@ -11,12 +11,12 @@ seed 0, the first 8 WikiText-2 windows; weights and pruning pass in float32; eva
 default config's ``eval_dtype`` (``--eval_dtype``). Old code: a checkout of the commit before the
 work (``git worktree add --detach ../old <commit>``).
 
-    OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results_speed.json
+    OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --out bench/results/results_speed.json
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --protocol default \
-        --out bench/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
+        --out bench/results/results_speed_default_protocol.json      # the default config's protocol, OWL w. Wanda
     # (first run and statistics cached, about 1 h here by estimate; --runs "wanda_owl, first run" for the first alone)
     OWL_DATA_DIR=../shared/data python bench/bench_speed.py --old ../old --no_mixed --repeats 3 \
-        --runs "wanda_owl, statistics cached;sparsegpt_owl, statistics cached" --out bench/results_speed_repeats.json
+        --runs "wanda_owl, statistics cached;sparsegpt_owl, statistics cached" --out bench/results/results_speed_repeats.json
     # the chosen runs three times over, old and new alternating which goes first: each repeat's
     # new/old ratio is one pair, summarised as a geometric mean with a 95% t-interval ("ratios")
 """
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--trees", default="old,new", help="which trees run the plan (e.g. new alone for --calib_batch_size)")
     p.add_argument("--concurrency", action="store_true",
                    help="grid throughput instead: two runs at once with threads/2 each against one run at --threads (new tree)")
-    p.add_argument("--out", default=str(REPO / "bench" / "results_speed.json"))
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "results_speed.json"))
     args = p.parse_args(argv)
     if args.protocol == "default":
         args.nsamples, args.eval_limit, args.no_mixed = 32, None, True

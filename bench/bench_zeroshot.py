@@ -11,7 +11,7 @@ batch sizes (``--repeats`` rounds) so that a shared machine's load hits them ali
 is recorded with every run.
 
     OWL_DATA_DIR=/work/shared/data python bench/bench_zeroshot.py --batch_sizes 8 32 --limit 200 \\
-        --out bench/results_zeroshot.json
+        --out bench/results/results_zeroshot.json
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ and the evaluation's. ``--own_statistics`` gives every configuration its own sta
     OWL_DATA_DIR=/work/shared/data python bench/noise_floor.py            # ~1 h on 2 CPU cores
     python bench/noise_floor.py --quick                                    # smoke test, tiny random model
 
-Writes bench/results_noise_floor.json (``--out``) with the machine (CPU model, avx2 /
+Writes bench/results/results_noise_floor.json (``--out``) with the machine (CPU model, avx2 /
 avx512_bf16 / amx_bf16) and every run, and prints the table.
 """
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "bench" / "results_noise_floor.json"
+DEFAULT_OUT = REPO / "bench" / "results" / "results_noise_floor.json"
 CPU_FLAGS = ("avx2", "avx512_bf16", "amx_bf16")
 BASE = {"threads": 2, "calib_batch_size": 8, "attn_implementation": "sdpa"}
 FACTORS = {"threads": 1, "calib_batch_size": 1, "attn_implementation": "eager"}  # each against BASE, one at a time

@@ -7,7 +7,7 @@ elementwise work. The shares say where a speed-up could come from; seconds under
 are inflated (it records every op), so take speed from bench_speed.py, not from here.
 
     OWL_DATA_DIR=../shared/data python bench/profile_pruning.py --method wanda --nsamples 2 --threads 1 \
-        --out bench/results_profile_pruning.json
+        --out bench/results/results_profile_pruning.json
 """
 
 from __future__ import annotations

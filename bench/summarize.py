@@ -1,6 +1,6 @@
 """Markdown tables from a ``bench/bench.py`` JSON (what docs/benchmarks.md shows).
 
-    python bench/summarize.py bench/results.json [--before before.json]
+    python bench/summarize.py bench/results/results.json [--before before.json]
 """
 
 from __future__ import annotations

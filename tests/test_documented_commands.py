@@ -3,8 +3,10 @@
 Commands are taken from fenced code blocks (after a `$ ` prompt and `VAR=value` prefixes too,
 backslash continuations joined, comments dropped). Snakemake commands run as dry runs (`-n`; a
 `--report` builds into a temporary file); commands that differ only in their targets share one
-dry run, and only when it fails is each rerun alone, to name the broken one. `owl` commands are
-parsed by the CLI's own parser and their settings validated, without loading a model.
+dry run, and only when it fails is each rerun alone, to name the broken one. A command that acts on
+the working directory even in a dry run (`snakemake --unlock` removes the lock of a workflow that
+may be running there) is only parsed by Snakemake's own parser. `owl` commands are parsed by the
+CLI's own parser and their settings validated, without loading a model.
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ def documented_commands(path: Path) -> list[Command]:
 
 
 ALL = [c for path in DOCS for c in documented_commands(path)]
-SNAKEMAKE = [c for c in ALL if c.argv[0] == "snakemake"]
+# Options that change the working directory even with -n: parsed, never run.
+ACTS_ON_WORKDIR = ("--unlock", "--cleanup-metadata", "--cm", "--touch", "-t", "--delete-all-output", "--delete-temp-output")
+SNAKEMAKE_PARSED_ONLY = [c for c in ALL if c.argv[0] == "snakemake" and any(a in ACTS_ON_WORKDIR for a in c.argv)]
+SNAKEMAKE = [c for c in ALL if c.argv[0] == "snakemake" and c not in SNAKEMAKE_PARSED_ONLY]
 OWL = [c for c in ALL if c.argv[0] == "owl"]
 
 
@@ -79,6 +84,7 @@ def test_the_commands_are_found():
     assert "snakemake --cores 2 --configfile config/tiny.yaml" in found  # after an OWL_DATA_DIR= prefix
     assert any(c.argv[:2] == ("owl", "rerun") for c in ALL)  # after a `$ ` prompt
     assert any(c.argv[:2] == ("owl", "prune") and "--save" in c.argv for c in ALL)  # backslash continuation
+    assert any(c.argv[:2] == ("snakemake", "--unlock") for c in ALL)  # the resume advice
     assert len(SNAKEMAKE) >= 10 and len(OWL) >= 2
 
 
@@ -170,6 +176,13 @@ def test_documented_snakemake_commands_dry_run(tmp_path):
         if not any(str(c) in f for c in commands for f in failures):
             failures.append(f"{commands[0]} (with the others of its group: {targets})\n    -> {output.strip()[-500:]}")
     assert not failures, "documented commands that do not run:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("command", SNAKEMAKE_PARSED_ONLY, ids=str)
+def test_documented_snakemake_commands_that_act_on_the_workdir_parse(command):
+    """`snakemake --unlock` and the like: Snakemake's parser accepts them (running them here could
+    unlock a workflow running in this checkout)."""
+    assert _targets(list(command.argv[1:])) is not None, f"{command}: rejected by Snakemake's parser"
 
 
 @pytest.mark.parametrize("command", OWL, ids=str)

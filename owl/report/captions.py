@@ -1,8 +1,10 @@
 """The protocol lines of the HTML report's captions (report/*.rst), one per model and section.
 
-Snakemake renders each caption with Jinja from a string (no template loader, so no shared include);
-the workflow puts these lines into the config it renders with (rules/common.smk), and every caption
-prints them. One function says what a protocol is, instead of one copy of it per caption.
+Snakemake renders each caption with Jinja from a string (no template loader, so no shared Jinja
+include; docutils' ``.. include::`` would come after Jinja, so it could only include fixed text).
+The workflow therefore puts each section's whole protocol block, written here once, into the config
+it renders with (rules/common.smk), and every caption ends with one expression that prints its
+section's block: one function says what a protocol is, instead of one copy of it per caption.
 """
 
 from __future__ import annotations
@@ -87,3 +89,17 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
             lines[key] = protocol_line(models[key], phrase + note)
         out[section] = lines
     return out
+
+
+def protocol_block(lines: dict[str, str]) -> str:
+    """The closing block of a caption, in reStructuredText: "Protocol:" and one item per model."""
+    return "Protocol:\n\n" + "".join(f"- {line}\n" for line in lines.values())
+
+
+def caption_blocks(protocols: dict[str, dict[str, str]]) -> dict:
+    """What the captions print (``{{ snakemake.config.report_protocol[<section>] }}``): each section's
+    protocol block; the statistics section (LOD charts, allocations: one model each) one block per
+    model, ``report_protocol["statistics"][<model key>]``."""
+    blocks = {section: protocol_block(lines) for section, lines in protocols.items() if section != "statistics"}
+    blocks["statistics"] = {key: protocol_block({key: line}) for key, line in protocols["statistics"].items()}
+    return blocks
