@@ -19,6 +19,7 @@ rule calibrate:
     resources:
         gpu=lambda wc: res("calibrate", "gpu", wc.model),
         mem_mb=lambda wc: res("calibrate", "mem_mb", wc.model),
+        slurm_extra=lambda wc: res("calibrate", "slurm_extra", wc.model),
         runtime=lambda wc: res("calibrate", "runtime", wc.model),
     conda:
         CONDA_ENV

@@ -26,6 +26,7 @@ rule zeroshot:
     resources:
         gpu=lambda wc: res("zeroshot", "gpu", wc.model),
         mem_mb=lambda wc: res("zeroshot", "mem_mb", wc.model),
+        slurm_extra=lambda wc: res("zeroshot", "slurm_extra", wc.model),
         runtime=lambda wc: res("zeroshot", "runtime", wc.model),
     conda:
         CONDA_ENV
