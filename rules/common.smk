@@ -363,8 +363,8 @@ def check_local_gpus():
     given = workflow.global_resources.get("gpu")
     given = getattr(given, "value", given)
     if given != 1:
-        config_error(f"{len(jobs)} jobs need a GPU (e.g. {jobs[0].rule.name} {jobs[0].wildcards_dict}) and "
-                     f"--resources gpu={given if given is not None else '(not given)'}; locally run with "
+        config_error(f"{len(jobs)} job(s) need a GPU (e.g. {jobs[0].rule.name} {jobs[0].wildcards_dict}) and "
+                     f"--resources gpu={given if given is not None else '(not given)'}; run locally with "
                      "--resources gpu=1 (one GPU job at a time: local jobs share one device), or on SLURM")
 
 

@@ -119,6 +119,7 @@ JobAcctGatherFrequency=30
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
+AccountingStoreFlags=job_comment
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -166,6 +167,7 @@ register() {  # the cluster, an account and the job user in the accounting datab
   sacctmgr -i -Q add cluster "$CLUSTER" >/dev/null 2>&1 || true
   sacctmgr -i -Q add account "$ACCOUNT" Cluster="$CLUSTER" Description="OWL kit" Organization=owl >/dev/null 2>&1 || true
   sacctmgr -i -Q add user "$JOB_USER" Account="$ACCOUNT" Cluster="$CLUSTER" >/dev/null 2>&1 || true
+  sacctmgr -i -Q modify user "$JOB_USER" set DefaultAccount="$ACCOUNT" >/dev/null 2>&1 || true
   [[ -n $(sacctmgr -n -P show assoc where user="$JOB_USER" account="$ACCOUNT" format=user) ]] ||
     die "could not register user $JOB_USER in account $ACCOUNT (sacctmgr; logs: $STATE/log/)"
 }
