@@ -46,6 +46,7 @@ rule allocate:
     resources:
         gpu=0,
         mem_mb=res("report", "mem_mb"),
+        slurm_extra=res("report", "slurm_extra"),
         runtime=res("report", "runtime"),
     conda:
         CONDA_ENV

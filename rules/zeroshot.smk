@@ -54,6 +54,7 @@ if config["zero_shot"]:
         resources:
             gpu=0,
             mem_mb=res("report", "mem_mb"),
+            slurm_extra=res("report", "slurm_extra"),
             runtime=res("report", "runtime"),
         conda:
             CONDA_ENV
