@@ -9,7 +9,12 @@ CORES ?= 2
 
 SHELL := /bin/bash
 
-.PHONY: setup test reproduce bench seed-grid
+# Local runs hand GPU jobs out one at a time: Snakemake gives a local job no device of its own, so
+# two GPU jobs would share one (the workflow refuses GPU jobs without it; CPU configs ignore it).
+# Several GPUs: SLURM (profiles/slurm).
+LOCAL_GPUS := --resources gpu=1
+
+.PHONY: setup test reproduce bench seed-grid slurm-check
 
 $(BIN)/owl: pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 reproduce: setup
-	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake reproduce_all --cores $(CORES)
+	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake reproduce_all --cores $(CORES) $(LOCAL_GPUS)
 
 # The seed grid of config/default-seeds.yaml, batch by batch (owl/grid.py run_batches: section,
 # model, seed), so that what finishes is whole seeds that can be committed; resumes where it stopped.
@@ -37,9 +42,19 @@ SEED_CONFIG ?= config/default-seeds.yaml
 seed-grid: setup
 	$(BIN)/python -m owl.grid batches $(SEED_CONFIG) | while IFS=$$'\t' read -r label targets; do \
 	  echo "== $$(date -u +%T) $$label"; \
-	  OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES) \
+	  OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES) $(LOCAL_GPUS) \
 	    --rerun-triggers mtime input --configfile $(SEED_CONFIG) -- $$targets || exit 1; \
 	done
 
 bench: setup
 	OWL_DATA_DIR=$(OWL_DATA_DIR) $(BIN)/python bench/bench.py
+
+# The SLURM profile on a one-node cluster on this machine (root, Debian's slurm-wlm, munge, slurmdbd
+# and mariadb-server; docs/cluster.md): the tiny workflow locally and through profiles/slurm, every
+# job's sbatch record and the results compared; the cluster is stopped afterwards, pass or fail.
+SLURM_CHECK_DIR ?= /tmp/owl-slurm-check
+slurm-check: setup
+	profiles/slurm/local-cluster.sh start
+	OWL_SLURM_CHECK=1 OWL_SLURM_CHECK_DIR=$(SLURM_CHECK_DIR) PATH=$(abspath $(BIN)):$$PATH \
+	  $(BIN)/python -m pytest -s -q tests/test_scheduling.py -k slurm_submits; \
+	  rc=$$?; profiles/slurm/local-cluster.sh stop; exit $$rc

@@ -19,11 +19,13 @@ from owl.zoo import ZOO_SECTIONS, check_zoo, expand_zoo
 
 SECTIONS = ("main", "sweep", "ablation", "zero_shot")  # the paper's; the zoo's (owl.zoo) come after them
 NO_CALIBRATION_DATA = ("dense", "magnitude")
+# slurm_extra: further sbatch options of a model's jobs (empty: none), e.g. a request for 80 GB GPUs.
 DEFAULT_RESOURCES = {
-    "calibrate": {"gpu": 0, "mem_mb": 16000, "runtime": 120, "threads": 2},
-    "prune": {"gpu": 0, "mem_mb": 16000, "runtime": 240, "threads": 2},
-    "report": {"gpu": 0, "mem_mb": 4000, "runtime": 20, "threads": 1},
+    "calibrate": {"gpu": 0, "mem_mb": 16000, "runtime": 120, "threads": 2, "slurm_extra": ""},
+    "prune": {"gpu": 0, "mem_mb": 16000, "runtime": 240, "threads": 2, "slurm_extra": ""},
+    "report": {"gpu": 0, "mem_mb": 4000, "runtime": 20, "threads": 1, "slurm_extra": ""},
 }
+MODEL_JOB_KINDS = ("calibrate", "prune", "zeroshot")  # the jobs that load a model
 
 
 class ConfigError(OwlError):
@@ -157,6 +159,23 @@ def model_specs(cfg: dict) -> dict[str, dict]:
                                  **(cfg["resources"].get("zeroshot") or {}), **((m.get("resources") or {}).get("zeroshot") or {})}
         models[key] = {"key": key, "id": m["id"], "label": m.get("label", key), **merged, "resources": resources}
     return models
+
+
+def check_devices(models: dict[str, dict]) -> None:
+    """Every model names its device, and a model on a CUDA device asks for a GPU in every job that
+    loads it: the GPU count is what keeps two jobs off one device (Snakemake's --resources gpu=N
+    locally, --gpus on SLURM). ``device: null`` would pick cuda wherever a GPU is found, so that a
+    CPU reproduction moves onto a GPU that no job asked for. Raises :class:`ConfigError`."""
+    for key, m in models.items():
+        device = m["settings"].get("device")
+        if device is None:
+            raise ConfigError(f"models.{key}: settings.device is null (cuda wherever a GPU is found); "
+                              "name it: cpu, or cuda with resources gpu >= 1")
+        if device.startswith("cuda"):
+            for kind in MODEL_JOB_KINDS:
+                if m["resources"][kind]["gpu"] < 1:
+                    raise ConfigError(f"models.{key}: resources.{kind}.gpu is 0 but settings.device is {device}; "
+                                      "a job on a GPU must ask for one (gpu: 1)")
 
 
 # ---- runs ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ rule calibrate:
     resources:
         gpu=lambda wc: res("calibrate", "gpu", wc.model),
         mem_mb=lambda wc: res("calibrate", "mem_mb", wc.model),
+        slurm_extra=lambda wc: res("calibrate", "slurm_extra", wc.model),
         runtime=lambda wc: res("calibrate", "runtime", wc.model),
     conda:
         CONDA_ENV
@@ -45,6 +46,7 @@ rule allocate:
     resources:
         gpu=0,
         mem_mb=res("report", "mem_mb"),
+        slurm_extra=res("report", "slurm_extra"),
         runtime=res("report", "runtime"),
     conda:
         CONDA_ENV

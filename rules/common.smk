@@ -68,6 +68,10 @@ OUT = f"{config['results_dir']}/{NAME}"
 
 # ---- models and the grid (owl/grid.py): one run per grid point and calibration seed ---------------
 MODELS = grid.model_specs(config)
+try:
+    grid.check_devices(MODELS)
+except grid.ConfigError as _err:
+    config_error(str(_err))
 # (model key, run name) -> {"model", "method", "sparsity", "Hyper_m", "Lamda", "seed", "point", "zero_shot", "uses_stats"}
 # seed None: dense and uniform magnitude, which use no calibration data and run once.
 # "zero_shot": the run is in the config's zero_shot section, so a zeroshot job (rules/zeroshot.smk)
@@ -338,3 +342,32 @@ def res(kind, key, model=None):
     if model is None:
         return {**grid.DEFAULT_RESOURCES[kind], **(config["resources"].get(kind) or {})}[key]
     return MODELS[model]["resources"][kind][key]
+
+
+# ---- GPUs on one machine --------------------------------------------------------------------------
+# Locally Snakemake gives a job no device of its own: every job on `cuda` uses the same GPU, and
+# without `--resources gpu=N` it runs them side by side (each one's free-memory check passing
+# before the others allocate). So a local run that has GPU jobs to do needs `--resources gpu=1`:
+# one GPU job at a time (`make reproduce` passes it). Several GPUs: SLURM (profiles/slurm), which
+# gives each job its own (--gpus). Checked when jobs are about to run (the executor is known only
+# then), never in a dry run or on a cluster.
+def gpu_jobs_to_run():
+    return [job for job in workflow.dag.needrun_jobs() if job.resources.get("gpu", 0) > 0]
+
+
+def check_local_gpus():
+    if not workflow.local_exec or not workflow.is_main_process:
+        return
+    jobs = gpu_jobs_to_run()
+    if not jobs:
+        return
+    given = workflow.global_resources.get("gpu")
+    given = getattr(given, "value", given)
+    if given != 1:
+        config_error(f"{len(jobs)} job(s) need a GPU (e.g. {jobs[0].rule.name} {jobs[0].wildcards_dict}) and "
+                     f"--resources gpu={given if given is not None else '(not given)'}; run locally with "
+                     "--resources gpu=1 (one GPU job at a time: local jobs share one device), or on SLURM")
+
+
+onstart:
+    check_local_gpus()

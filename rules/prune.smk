@@ -25,6 +25,7 @@ rule prune:
     resources:
         gpu=lambda wc: res("prune", "gpu", wc.model),
         mem_mb=lambda wc: res("prune", "mem_mb", wc.model),
+        slurm_extra=lambda wc: res("prune", "slurm_extra", wc.model),
         runtime=prune_runtime,
     conda:
         CONDA_ENV

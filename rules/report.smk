@@ -18,6 +18,7 @@ rule tables:
     resources:
         gpu=0,
         mem_mb=res("report", "mem_mb"),
+        slurm_extra=res("report", "slurm_extra"),
         runtime=res("report", "runtime"),
     conda:
         CONDA_ENV
@@ -40,6 +41,7 @@ rule figures:
     resources:
         gpu=0,
         mem_mb=res("report", "mem_mb"),
+        slurm_extra=res("report", "slurm_extra"),
         runtime=res("report", "runtime"),
     conda:
         CONDA_ENV
@@ -70,6 +72,7 @@ if config["ablation"]:
         resources:
             gpu=0,
             mem_mb=res("report", "mem_mb"),
+            slurm_extra=res("report", "slurm_extra"),
             runtime=res("report", "runtime"),
         conda:
             CONDA_ENV

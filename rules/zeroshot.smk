@@ -26,6 +26,7 @@ rule zeroshot:
     resources:
         gpu=lambda wc: res("zeroshot", "gpu", wc.model),
         mem_mb=lambda wc: res("zeroshot", "mem_mb", wc.model),
+        slurm_extra=lambda wc: res("zeroshot", "slurm_extra", wc.model),
         runtime=lambda wc: res("zeroshot", "runtime", wc.model),
     conda:
         CONDA_ENV
@@ -53,6 +54,7 @@ if config["zero_shot"]:
         resources:
             gpu=0,
             mem_mb=res("report", "mem_mb"),
+            slurm_extra=res("report", "slurm_extra"),
             runtime=res("report", "runtime"),
         conda:
             CONDA_ENV
