@@ -168,15 +168,26 @@ class CalibrationStatistics:
                 )
         return stats
 
-    def outlier_ratios(self, blocks, hyper_m: float) -> list[float]:
+    def outlier_ratios(self, blocks, hyper_m: float, device=None) -> list[float]:
         """OWL's layerwise outlier distribution (percent per block) for threshold ``M``.
 
         ``blocks`` are (dense) decoder blocks as ``{name: linear}`` dicts matching the statistics.
         """
-        ratios = []
+        return self.outlier_ratios_by_m(blocks, [hyper_m], device)[hyper_m]
+
+    def outlier_ratios_by_m(self, blocks, hyper_ms, device=None) -> dict:
+        """``{M: outlier_ratios}`` for every ``M`` of ``hyper_ms``, each block's Wanda scores computed
+        once for all of them, on ``device`` (default where the weights are: one layer's weight moved
+        at a time, so a GPU scores a model larger than its memory)."""
+        ratios: dict = {m: [] for m in hyper_ms}
         for index, (layers, rows) in enumerate(zip(blocks, self.scaler_rows)):
             if set(layers) != set(rows):
                 raise OwlError(f"statistics of block {index} cover {sorted(rows)}, but the model has {sorted(layers)}")
-            scores = [wanda_scores(layers[name].weight.detach(), rows[name].to(layers[name].weight.device)) for name in layers]
-            ratios.append(outlier_ratio(scores, hyper_m))
+            scores = []
+            for name, layer in layers.items():
+                where = device or layer.weight.device
+                scores.append(wanda_scores(layer.weight.detach().to(where), rows[name].to(where)))
+            for m in hyper_ms:
+                ratios[m].append(outlier_ratio(scores, m))
+            del scores
         return ratios
