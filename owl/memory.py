@@ -254,7 +254,7 @@ def plan_evaluation(shape: ModelShape, n_windows: int, seqlen: int, batch_size: 
         return EvaluationPlan("whole", "device", whole)
     footprint = pass_footprint(shape, n_windows, seqlen, batch_size, dtype_bytes, dtype_bytes)
     footprint = dataclasses.replace(footprint, scratch=LOGIT_CHUNK_BYTES)
-    storage = plan_storage(footprint, device, device_free, host_free, what="evaluation",
+    storage = plan_storage(footprint, device, device_free, host_free, step="evaluation",
                            hint="lower --eval_batch_size or --seqlen, or evaluate in a smaller --eval_dtype")
     return EvaluationPlan("blocks", storage, footprint.on_device(streamed=storage == "host"))
 
@@ -266,16 +266,17 @@ class ZeroShotPlan:
     max_memory: dict  # accelerate's max_memory: {gpu index: bytes, "cpu": bytes}; {} when on one device
 
 
-def plan_zero_shot(model_bytes: int, block_bytes: int, working_bytes: int, gpu_free: list[int], host_free: int | None) -> ZeroShotPlan:
-    """Where the zero-shot evaluation runs: the whole model on the first GPU if it fits, else spread
+def plan_zero_shot(model_bytes: int, block_bytes: int, working_bytes: int, gpu_free: dict[int, int], host_free: int | None) -> ZeroShotPlan:
+    """Where the zero-shot evaluation runs (``gpu_free``: ``{gpu index: free bytes}``, the run's
+    GPU first): the whole model on the first GPU if it fits, else spread
     over as many GPUs as it needs (whole blocks each, ``working_bytes`` kept free on each for a
     batch), then the host for what is left; one-line :class:`OwlError` when even that does not hold it."""
     if not gpu_free:
         return ZeroShotPlan(0, model_bytes, {})
-    if model_bytes + working_bytes <= gpu_free[0]:
+    if model_bytes + working_bytes <= next(iter(gpu_free.values())):
         return ZeroShotPlan(1, 0, {})
     max_memory, placed = {}, 0
-    for index, free in enumerate(gpu_free):
+    for index, free in gpu_free.items():
         usable = max(0, free - working_bytes)
         usable -= usable % max(block_bytes, 1) if usable > block_bytes else 0  # whole blocks only
         if usable < block_bytes:
@@ -287,7 +288,7 @@ def plan_zero_shot(model_bytes: int, block_bytes: int, working_bytes: int, gpu_f
     rest = model_bytes - placed
     if not max_memory or (host_free is not None and rest > host_free):
         raise OwlError(f"zero-shot evaluation needs {gib(model_bytes)} for the weights plus {gib(working_bytes)} per GPU, but "
-                       f"{len(gpu_free)} GPU(s) have {gib(sum(gpu_free))} free and the host {gib(host_free or 0)}; "
+                       f"{len(gpu_free)} GPU(s) have {gib(sum(gpu_free.values()))} free and the host {gib(host_free or 0)}; "
                        "use more or larger GPUs, or a smaller --eval_dtype")
     max_memory["cpu"] = rest if host_free is None else host_free
     return ZeroShotPlan(len(max_memory) - 1, rest, max_memory)
@@ -297,6 +298,58 @@ def zero_shot_working_bytes(shape: ModelShape, batch_size: int, seqlen: int, dty
     """A zero-shot batch on one GPU: hidden states, the biggest intermediate, full-width float32 logits."""
     token = batch_size * seqlen
     return token * (2 * shape.hidden + max(shape.widest, shape.heads * seqlen)) * dtype_bytes + token * shape.vocab * FLOAT32
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where each step of a run goes on a machine, and what it needs (bytes)."""
+
+    weights: int  # the model in the working dtype (held in host memory throughout)
+    calibration: Footprint  # the statistics pass (Wanda's row norms)
+    calibration_storage: str  # "device" or "host"
+    pruning: Footprint  # the pruning pass of the run's method
+    pruning_storage: str
+    evaluation: EvaluationPlan | None
+    zero_shot: ZeroShotPlan | None
+
+    @property
+    def device_peak(self) -> int:
+        """The most any step holds on the (first) GPU."""
+        steps = [self.calibration.on_device(self.calibration_storage == "host"), self.pruning.on_device(self.pruning_storage == "host")]
+        return max(steps + ([self.evaluation.device_bytes] if self.evaluation else []))
+
+    @property
+    def host_peak(self) -> int:
+        """The model's weights plus the hidden states a step keeps on the host."""
+        streamed = [fp.on_host() for fp, where in ((self.calibration, self.calibration_storage), (self.pruning, self.pruning_storage))
+                    if where == "host"]
+        return self.weights + max(streamed, default=0)
+
+
+def plan_run(shape: ModelShape, *, weight_bytes: int, forward_bytes: int, eval_bytes: int, nsamples: int, seqlen: int,
+             calib_batch_size: int, sparsegpt: bool, gpu_free: list[int], host_free: int | None, eval_windows: int | None,
+             eval_batch_size: int = 4, zero_shot_batch_size: int | None = None, zero_shot_seqlen: int = 2048) -> RunPlan:
+    """Plan every step of one run on GPUs with ``gpu_free`` bytes each (the first runs the run) and a
+    host with ``host_free``: pure arithmetic; one-line :class:`OwlError` for the first step that fits
+    nowhere. ``eval_windows`` None: no perplexity; ``zero_shot_batch_size`` None: no zero-shot."""
+    from owl.statistics import HessianAccumulator, RowNormAccumulator
+
+    device = "cuda:0"
+    weights = shape.total_params * weight_bytes
+    host_for_activations = None if host_free is None else host_free - weights
+    calibration = pass_footprint(shape, nsamples, seqlen, calib_batch_size, forward_bytes, weight_bytes, RowNormAccumulator.nbytes)
+    pruning = pass_footprint(shape, nsamples, seqlen, calib_batch_size, forward_bytes, weight_bytes,
+                             HessianAccumulator.nbytes if sparsegpt else RowNormAccumulator.nbytes, sparsegpt=sparsegpt)
+    calibration_storage = plan_storage(calibration, device, gpu_free[0], host_for_activations)
+    pruning_storage = plan_storage(pruning, device, gpu_free[0], host_for_activations)
+    evaluation = None if eval_windows is None else plan_evaluation(
+        shape, eval_windows, seqlen, eval_batch_size, eval_bytes, device, gpu_free[0], host_for_activations)
+    zero_shot = None
+    if zero_shot_batch_size is not None:
+        zero_shot = plan_zero_shot(shape.total_params * eval_bytes, shape.block_params * eval_bytes,
+                                   zero_shot_working_bytes(shape, zero_shot_batch_size, zero_shot_seqlen, eval_bytes),
+                                   dict(enumerate(gpu_free)), host_for_activations)
+    return RunPlan(weights, calibration, calibration_storage, pruning, pruning_storage, evaluation, zero_shot)
 
 
 # ---- reading the model and the machine ------------------------------------------------------------
@@ -373,3 +426,86 @@ def reuse_freed_host_memory(mmap_threshold: int = 32 << 20, trim_threshold: int 
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+# ---- `python -m owl.memory plan CONFIG`: what a workflow config's grid needs ----------------------
+def plan_table(cfg: dict, gpu_bytes: int, n_gpus: int, host_bytes: int | None, eval_windows: int) -> list[str]:
+    """Markdown rows: per model of a validated workflow config, what its runs need on GPUs with
+    ``gpu_bytes`` free each and a host with ``host_bytes`` (None: unlimited, the need is printed)."""
+    from owl.grid import expand_grid, model_specs
+    from owl.precision import resolve_dtype
+
+    models = model_specs(cfg)
+    runs = expand_grid(cfg, models)
+    zero_shot_models = set((cfg.get("zero_shot") or {}).get("models") or [])
+    zero_shot_batch = (cfg.get("zero_shot") or {}).get("batch_size", 8)
+    rows = ["| model | weights | calibration on the GPU | pruning on the GPU | perplexity | zero-shot | GPU peak | host memory |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, m in models.items():
+        settings, calibration = m["settings"], m["calibration"]
+        width = {"float32": 4, "bfloat16": 2, "float16": 2}
+        dtype = resolve_dtype(settings.get("dtype") or "float16", "cuda")
+        dtype = "bfloat16" if dtype == "auto" else dtype
+        forward = resolve_dtype(settings.get("forward_dtype"), "cuda") or dtype
+        evaluation = resolve_dtype(settings.get("eval_dtype"), "cuda") or dtype
+        forward, evaluation = ("bfloat16" if d == "auto" else d for d in (forward, evaluation))  # auto on an Ampere or later GPU
+        methods = {run["method"] for (model, _), run in runs.items() if model == key}
+        sparsegpt = any(method.startswith("sparsegpt") for method in methods)
+        shape = paper_model_shape(m["id"])
+        try:
+            plan = plan_run(shape, weight_bytes=width[dtype], forward_bytes=width[forward], eval_bytes=width[evaluation],
+                            nsamples=calibration["nsamples"], seqlen=calibration["seqlen"],
+                            calib_batch_size=calibration["calib_batch_size"], sparsegpt=sparsegpt,
+                            gpu_free=[gpu_bytes] * n_gpus, host_free=host_bytes, eval_windows=eval_windows,
+                            eval_batch_size=settings.get("eval_batch_size", 4),
+                            zero_shot_batch_size=zero_shot_batch if key in zero_shot_models else None)
+        except OwlError as error:
+            rows.append(f"| {m['label']} | {gib(shape.total_params * width[dtype])} {dtype} | refused: {error} | | | | | |")
+            continue
+        streamed = {"host": " (activations streamed from the host)", "device": ""}
+        zs = "-" if plan.zero_shot is None else (
+            f"{plan.zero_shot.gpus} GPU" + ("s" if plan.zero_shot.gpus > 1 else "")
+            + (f" + {gib(plan.zero_shot.host_bytes)} offloaded to the host" if plan.zero_shot.host_bytes else ""))
+        ev = "-" if plan.evaluation is None else (
+            f"whole model, {gib(plan.evaluation.device_bytes)}" if plan.evaluation.mode == "whole"
+            else f"block by block, {gib(plan.evaluation.device_bytes)}{streamed[plan.evaluation.storage]}")
+        rows.append(
+            f"| {m['label']} | {gib(plan.weights)} {dtype} "
+            f"| {gib(plan.calibration.on_device(plan.calibration_storage == 'host'))}{streamed[plan.calibration_storage]} "
+            f"| {gib(plan.pruning.on_device(plan.pruning_storage == 'host'))} ({'SparseGPT' if sparsegpt else 'Wanda'}){streamed[plan.pruning_storage]} "
+            f"| {ev} | {zs} | {gib(plan.device_peak)} | {gib(plan.host_peak)} |")
+    return rows
+
+
+def main(argv=None) -> int:
+    """``python -m owl.memory plan CONFIG [--gpu_gib G] [--gpus N] [--host_gib H]``."""
+    import argparse
+    from pathlib import Path
+
+    import yaml
+
+    from owl.grid import ConfigError, validate_config
+
+    parser = argparse.ArgumentParser(prog="python -m owl.memory", description="what a workflow config's grid needs: GPU and host memory per model, GPUs for zero-shot")
+    parser.add_argument("command", choices=["plan"])
+    parser.add_argument("config")
+    parser.add_argument("--gpu_gib", type=float, default=79.0, help="free memory per GPU, GiB (an 80 GB card has about 79 free)")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs on a node, for zero-shot")
+    parser.add_argument("--host_gib", type=float, default=None, help="host memory, GiB (default: not checked; the need is printed)")
+    parser.add_argument("--eval_windows", type=int, default=166,
+                        help="WikiText-2 test windows (166 of 2048 tokens with LLaMA's tokenizer, 140 with OPT's)")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        cfg = validate_config(yaml.safe_load(Path(args.config).read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
+        rows = plan_table(cfg, int(args.gpu_gib * 2**30), args.gpus, None if args.host_gib is None else int(args.host_gib * 2**30),
+                          args.eval_windows)
+    except (OSError, yaml.YAMLError, ConfigError, OwlError) as err:
+        parser.exit(2, f"python -m owl.memory: error: {args.config}: {err}\n".replace("\n", " ").rstrip() + "\n")
+    print(f"{args.config} on GPUs with {args.gpu_gib:g} GiB free ({args.gpus} per node), WikiText-2 in {args.eval_windows} windows:")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
