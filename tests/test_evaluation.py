@@ -98,3 +98,46 @@ def test_non_finite_outputs_are_refused_naming_the_block(tokenizer):
             evaluate(model, stream, 16, "cpu", 2)
         message = str(error.value)
         assert "\n" not in message and "block 2" in message and "bfloat16 or float32" in message
+
+
+def test_run_evaluates_block_by_block_when_the_plan_says_so(tiny_model_dirs, owl_env, monkeypatch):
+    """owl prune on a device the whole model does not fit (free memory replaced): the evaluation is
+    planned block by block before pruning, recorded, and gives the whole model's perplexity."""
+    import json
+
+    import owl.memory
+    from owl.cli import main
+
+    args = ["prune", "--model", str(tiny_model_dirs["gemma3"]), "--prune_method", "wanda", "--sparsity_ratio", "0.5",
+            "--nsamples", "4", "--seqlen", "32", "--eval_limit", "5", "--device", "cpu", "--calib_batch_size", "2", "-q"]
+    assert main([*args, "--save", str(owl_env / "whole")]) == 0
+    whole = json.loads((owl_env / "whole" / "result.json").read_text())
+    real_plan = owl.memory.plan_evaluation
+
+    def tight_device(shape, n_windows, seqlen, batch_size, dtype_bytes, device, device_free, host_free):
+        need = owl.memory.whole_model_evaluation_bytes(shape, seqlen, batch_size, dtype_bytes)
+        return real_plan(shape, n_windows, seqlen, batch_size, dtype_bytes, "cuda:0", need - 1, host_free)
+
+    monkeypatch.setattr("owl.pipeline.plan_evaluation", tight_device)
+    assert main([*args, "--save", str(owl_env / "blocks")]) == 0
+    blocks = json.loads((owl_env / "blocks" / "result.json").read_text())
+    assert whole["evaluation_mode"] == "whole" and blocks["evaluation_mode"] == "blocks"
+    assert abs(blocks["ppl"]["wikitext2"] - whole["ppl"]["wikitext2"]) <= 1e-12 * whole["ppl"]["wikitext2"]
+
+
+def test_evaluation_that_fits_nowhere_is_refused_before_pruning(tiny_model_dirs, owl_env, monkeypatch, capsys):
+    from owl.cli import main
+
+    import owl.memory
+
+    real_plan = owl.memory.plan_evaluation
+    monkeypatch.setattr("owl.pipeline.plan_evaluation",
+                        lambda shape, n, s, b, w, device, free, host: real_plan(shape, n, s, b, w, "cuda:0", 1000, host))
+    prunings = []
+    monkeypatch.setattr("owl.pipeline.prune_model", lambda *a, **k: prunings.append(a))
+    out = owl_env / "refused"
+    code = main(["prune", "--model", str(tiny_model_dirs["llama"]), "--prune_method", "wanda", "--nsamples", "4", "--seqlen",
+                 "32", "--eval_limit", "3", "--device", "cpu", "--calib_batch_size", "2", "--save", str(out), "-q"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and not prunings and not out.exists()
+    assert len(errors) == 1 and errors[0].startswith("owl: error: evaluation needs about")
