@@ -192,3 +192,21 @@ def test_estimate_holds_the_device_side_items():
     mixed = pass_footprint(shape, 16, 32, 4, 2, 4, RowNormAccumulator.nbytes)
     assert mixed.forward_copy == mixed.block and mixed.capture_extra == 16 * 32 * 64 * 4
     assert mixed.on_device(False) >= mixed.activations + mixed.batch + mixed.capture_extra
+
+
+def test_docs_gpu_table_is_the_plan_commands_output():
+    """docs/gpu.md's table of what the paper's grid needs is what `python -m owl.memory plan` prints."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    from owl.memory import main as plan_main
+
+    repo = Path(__file__).resolve().parents[1]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert plan_main(["plan", str(repo / "config" / "paper.yaml"), "--gpu_gib", "79", "--gpus", "8"]) == 0
+    table = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
+    assert len(table) == 7 and "LLaMA-65B | 121.60 GiB float16" in table[5] and "block by block" in table[5]
+    docs = (repo / "docs" / "gpu.md").read_text()
+    assert "\n".join(table) in docs
