@@ -141,3 +141,18 @@ def test_sparsegpt_on_overflowing_activations_is_refused_naming_the_block():
                     torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0)), 2)
     message = str(error.value)
     assert "\n" not in message and "block 1" in message and "bfloat16 or float32" in message
+
+
+def test_spread_model_dispatches_with_accelerate_and_keeps_the_outputs():
+    """The zero-shot spread on a CPU (trivially: one device in the map); the forward is unchanged."""
+    from owl.testing import tiny_model
+    from owl.zeroshot import _model_devices, spread_model
+
+    model = tiny_model("llama")
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        device_map = spread_model(model, {"cpu": 2**30})
+        after = model(input_ids=ids).logits
+    assert set(device_map.values()) == {"cpu"} and _model_devices(model) == {"cpu"}
+    assert torch.equal(before, after)
