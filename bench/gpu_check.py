@@ -182,7 +182,8 @@ def check_block_by_block_under_cap(device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated(device) + cap) / total, device)
+        baseline = torch.cuda.memory_allocated(device)  # what earlier checks still hold
+        torch.cuda.set_per_process_memory_fraction((baseline + cap) / total, device)
         try:
             try:
                 model.to(device)
@@ -194,7 +195,7 @@ def check_block_by_block_under_cap(device: torch.device) -> dict:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             value = perplexity_by_blocks(model, stream, 128, device, batch_size=2)[0]
-            details["peak_bytes"] = torch.cuda.max_memory_allocated(device)
+            details["peak_bytes"] = torch.cuda.max_memory_allocated(device) - baseline
             assert details["peak_bytes"] <= cap, details
         finally:
             model.to("cpu")
