@@ -8,6 +8,7 @@ import logging
 import sys
 
 from owl.errors import OwlError
+from owl.precision import default_dtype
 from owl.settings import (
     ALLOCATIONS, ATTN_IMPLEMENTATIONS, CALIBRATION_DATASETS, DEFAULT_ZERO_SHOT_TASKS, DLP_REDUCTIONS, DTYPES, EVAL_DATASETS,
     OWL_WEIGHTINGS, PRUNE_METHODS, PruneSettings,
@@ -24,7 +25,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib_dataset", default=defaults.calib_dataset, help=f"one of {', '.join(CALIBRATION_DATASETS)}")
     parser.add_argument("--calib_batch_size", type=int, default=defaults.calib_batch_size, help="windows per calibration forward")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--dtype", default=defaults.dtype, help=f"working precision of the weights: {', '.join(DTYPES)} (auto: bfloat16 where the device has native bf16 matmul, else float16 on CUDA, float32 on CPU)")
+    parser.add_argument("--dtype", default=None, help=f"working precision of the weights: {', '.join(DTYPES)} (auto: bfloat16 where the device has native bf16 matmul, else float16 on CUDA, float32 on CPU; default: float16 on CUDA as the paper, float32 on CPU)")
     parser.add_argument("--forward_dtype", default=None, help=f"precision of the block forwards during calibration and pruning ({', '.join(DTYPES)}); statistics, masks and SparseGPT stay float32, pruned weights keep --dtype; default: --dtype")
     parser.add_argument("--cache_dir", default=None, help="models, tokens and statistics cache (default $OWL_CACHE_DIR or ~/.cache/owl)")
     parser.add_argument("--stats_path", default=None, help="where the dense statistics are stored / reused")
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--save", default=None, help="directory for the rerun's result.json")
     rerun.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
+    evaluate = sub.add_parser("evaluate", help="evaluate a run whose evaluation did not finish, from its recorded pruning (no pruning again)")
+    evaluate.add_argument("run_dir", help="the --save folder of an owl prune run holding pruning.json")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
     calibrate = sub.add_parser("calibrate", help="dense statistics pass and outlier distribution", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(calibrate)
     calibrate.add_argument("--Hyper_m", type=float, nargs="+", default=[3, 5, 7, 10], help="thresholds M to report")
@@ -81,7 +86,7 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         model=args.model, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
         sparsity_type=args.sparsity_type, Hyper_m=args.Hyper_m, Lamda=args.Lamda, nsamples=args.nsamples,
         seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
-        save_model=args.save_model, device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
+        save_model=args.save_model, device=args.device, dtype=args.dtype or default_dtype(args.device), eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
         eval_dataset=None if args.no_eval else args.eval_dataset, calib_dataset=args.calib_dataset,
         allocation=args.allocation, dlp_alpha=args.dlp_alpha, dlp_reduce=args.dlp_reduce, epsilon=args.epsilon, beta=args.beta,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
@@ -115,6 +120,24 @@ def _rerun(path: str, save: str | None) -> int:
     return 0 if same else 1
 
 
+def _evaluate(run_dir: str) -> dict:
+    """Evaluate the pruning recorded in ``run_dir`` with the run's own settings."""
+    from pathlib import Path
+
+    from owl.pipeline import run_prune
+    from owl.pruning_record import PRUNING_RECORD, find_pruning
+
+    path = Path(run_dir) / PRUNING_RECORD
+    try:
+        recorded = json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OwlError(f"{run_dir} holds no readable {PRUNING_RECORD} with recorded settings ({error}); run owl prune with --save") from None
+    settings = PruneSettings(**{**recorded, "tasks": tuple(recorded["tasks"]), "save": str(run_dir)})
+    if find_pruning(run_dir, settings.to_dict()) is None:
+        raise OwlError(f"{path} cannot be restored (its weights file is missing or it was recorded for other settings)")
+    return run_prune(settings.validate())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -128,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             if "zero_shot" in result:
                 summary["zero_shot"] = result["zero_shot"]
             print(json.dumps(summary))
+        elif args.command == "evaluate":
+            result = _evaluate(args.run_dir)
+            print(json.dumps({k: result[k] for k in ("model", "prune_method", "sparsity_ratio", "achieved_sparsity", "ppl", "eval_windows")}))
         elif args.command == "rerun":
             return _rerun(args.result, args.save)
         elif args.command == "calibrate":
@@ -136,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out = calibrate(
                 args.model, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_dataset=args.calib_dataset,
-                device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, stats_path=args.stats_path,
+                device=args.device, dtype=args.dtype or default_dtype(args.device), cache_dir=args.cache_dir, stats_path=args.stats_path,
                 hyper_ms=args.Hyper_m, calib_batch_size=args.calib_batch_size, forward_dtype=args.forward_dtype,
             )
             if args.out:

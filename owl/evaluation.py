@@ -3,6 +3,12 @@
 Non-overlapping windows of ``seqlen`` tokens (the remainder dropped), ``ppl = exp(mean over
 windows of the mean token NLL)``. The LM head is applied in chunks of tokens so a large
 vocabulary (Gemma 3: 262k) never materialises a full ``[batch, seqlen, vocab]`` logits tensor.
+
+A model larger than the device is evaluated block by block (:func:`perplexity_by_blocks`): the
+sequential runner the pruning uses carries every window through one block at a time, then the
+decoder's own forward runs with the blocks replaced by the stored outputs, so its final norm (and
+any projection after it) and the head apply as in a plain forward; owl.memory.plan_evaluation
+decides which.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from owl.sequential import windows_per_block_call
+from owl.models import find_decoder_blocks
+from owl.sequential import blocks_swapped, check_finite, non_finite_error, sequential_blocks, windows_per_block_call
 
 # Logits per chunk: 2**23 values (32 MiB of float32) whatever the vocabulary. Small enough that
 # the chunk's logits, their float32 copy and log-softmax stay near the cache: on a 2-core CPU the
@@ -42,20 +49,26 @@ def window_nlls(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     head = model.get_output_embeddings()
     if decoder is None or head is None:  # unknown layout: plain forward (materialises logits)
         logits = model(input_ids=input_ids, use_cache=False).logits.float()
-        hidden, head = None, None
-    else:
-        # One decoder call per window on a CPU (cache-sized intermediates; each window's hidden
-        # states, so its NLL, are the same bits as in a batched call: tests/test_evaluation.py).
-        step = windows_per_block_call(input_ids.device) or len(input_ids)
-        hidden = torch.cat([decoder(input_ids=input_ids[i : i + step], use_cache=False).last_hidden_state[:, :-1]
-                            for i in range(0, len(input_ids), step)])
+        targets = input_ids[:, 1:]
+        nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        return nll.view(targets.shape).double().mean(dim=1)
+    # One decoder call per window on a CPU (cache-sized intermediates; each window's hidden
+    # states, so its NLL, are the same bits as in a batched call: tests/test_evaluation.py).
+    step = windows_per_block_call(input_ids.device) or len(input_ids)
+    hidden = torch.cat([decoder(input_ids=input_ids[i : i + step], use_cache=False).last_hidden_state[:, :-1]
+                        for i in range(0, len(input_ids), step)])
+    return head_nlls(model, hidden, input_ids)
+
+
+@torch.no_grad()
+def head_nlls(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL of each window from the decoder's final hidden states (all positions
+    but the last): the head in chunks of tokens, ``[batch]`` float64."""
+    head = model.get_output_embeddings()
     targets = input_ids[:, 1:]
     cap = getattr(model.config, "final_logit_softcapping", None)
     batch, positions = targets.shape
     total = torch.zeros(batch, dtype=torch.float64, device=input_ids.device)
-    if hidden is None:
-        nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-        return nll.view(batch, positions).double().mean(dim=1)
     chunk = max(1, _LOGIT_BUDGET // head.weight.shape[0] // batch)
     for start in range(0, positions, chunk):
         logits = _softcap(head(hidden[:, start : start + chunk]).float(), cap)
@@ -64,6 +77,38 @@ def window_nlls(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         )
         total += nll.view(batch, -1).double().sum(dim=1)
     return total / positions
+
+
+class _Replay(nn.Module):
+    """Stands in for a decoder block: passes its input on or, as the last block, returns the
+    stored output of the real one, so the decoder's forward applies what follows the blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.output: torch.Tensor | None = None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.output is None else self.output
+
+
+def _first_non_finite_block(model: nn.Module, input_ids: torch.Tensor) -> str:
+    """Which block first outputs NaN or infinity on ``input_ids`` (its name for a message)."""
+    found: list[int] = []
+
+    def hook(index):
+        def check(_module, _inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if not found and not bool(torch.isfinite(out).all()):
+                found.append(index)
+        return check
+
+    handles = [block.register_forward_hook(hook(i)) for i, block in enumerate(find_decoder_blocks(model))]
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return f"the output of block {found[0]}" if found else "the head's output"
 
 
 @torch.no_grad()
@@ -82,6 +127,55 @@ def perplexity(
         raise ValueError(f"no evaluation window: {token_ids.numel()} tokens, seqlen {seqlen}")
     nlls = []
     for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, unit="batch"):
-        nlls.append(window_nlls(model, windows[start : start + batch_size].to(device)).cpu())
+        batch = windows[start : start + batch_size].to(device)
+        batch_nlls = window_nlls(model, batch)
+        if not bool(torch.isfinite(batch_nlls).all()):  # float16 overflow: name the block, never report NaN
+            raise non_finite_error(_first_non_finite_block(model, batch), next(model.parameters()).dtype)
+        nlls.append(batch_nlls.cpu())
+    mean_nll = torch.cat(nlls).mean().item()
+    return math.exp(mean_nll), windows.shape[0]
+
+
+@torch.no_grad()
+def perplexity_by_blocks(
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    seqlen: int,
+    device: torch.device | str,
+    batch_size: int = 4,
+    limit: int | None = None,
+    storage: torch.device | str | None = None,
+) -> tuple[float, int]:
+    """:func:`perplexity` of a model kept on the host, with one block at a time on ``device``
+    (``storage``: where the windows' hidden states wait between blocks, default ``device``). The
+    same windows, batches and per-window arithmetic as the plain forward: equal perplexities
+    (tests/test_evaluation.py)."""
+    device = torch.device(device)
+    windows = split_windows(token_ids, seqlen, limit)
+    if windows.shape[0] == 0:
+        raise ValueError(f"no evaluation window: {token_ids.numel()} tokens, seqlen {seqlen}")
+    batches = list(windows.split(batch_size))
+    hidden: list[torch.Tensor] = []
+    for step in sequential_blocks(model, batches, device, desc="evaluating (block by block)", storage=storage):
+        step.forward(advance=True)  # refuses non-finite block outputs, naming the block
+        hidden = step.hidden_states
+    blocks = find_decoder_blocks(model)
+    replays = [_Replay() for _ in blocks]
+    decoder = model.get_decoder()
+    nlls = []
+    with blocks_swapped(blocks, replays):
+        home = next(model.parameters()).device
+        model.to(device)  # the blocks are replays now: only embeddings, final norm and head move
+        try:
+            for batch, block_output in zip(batches, hidden):
+                batch = batch.to(device)
+                replays[-1].output = block_output.to(device)
+                final = decoder(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
+                batch_nlls = head_nlls(model, final, batch)
+                check_finite(batch_nlls, "the head's output")
+                nlls.append(batch_nlls.cpu())
+                replays[-1].output = None
+        finally:
+            model.to(home)
     mean_nll = torch.cat(nlls).mean().item()
     return math.exp(mean_nll), windows.shape[0]

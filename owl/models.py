@@ -217,11 +217,18 @@ def block_parameter_counts(model: nn.Module) -> list[int]:
     return [sum(layer.weight.numel() for layer in find_linear_sublayers(b).values()) for b in find_decoder_blocks(model)]
 
 
+def block_zero_count(block: nn.Module) -> tuple[int, int]:
+    """(exact zeros, weights) over a block's linear weights, counted where the block is (the
+    pruning pass counts each block while it is on the device)."""
+    layers = find_linear_sublayers(block).values()
+    return sum(int((layer.weight == 0).sum()) for layer in layers), sum(layer.weight.numel() for layer in layers)
+
+
+def zero_fractions(counts: list[tuple[int, int]]) -> tuple[float, list[float]]:
+    """(overall, per block) fraction of zeros from per-block ``(zeros, weights)`` counts."""
+    return sum(z for z, _ in counts) / sum(t for _, t in counts), [z / t for z, t in counts]
+
+
 def layer_zero_fractions(model: nn.Module) -> tuple[float, list[float]]:
     """(overall, per block) fraction of exact zeros over the blocks' linear weights."""
-    zeros, totals = [], []
-    for block in find_decoder_blocks(model):
-        layers = find_linear_sublayers(block).values()
-        zeros.append(sum(int((layer.weight == 0).sum()) for layer in layers))
-        totals.append(sum(layer.weight.numel() for layer in layers))
-    return sum(zeros) / sum(totals), [z / t for z, t in zip(zeros, totals)]
+    return zero_fractions([block_zero_count(block) for block in find_decoder_blocks(model)])

@@ -1,7 +1,9 @@
 """Which floating-point precision fits the hardware, and a record of what the machine offers.
 
 ``auto`` picks bfloat16 only where the device multiplies it natively: CPUs with ``avx512_bf16`` or
-``amx_bf16`` (AMD Zen 4/5, Intel Sapphire Rapids and later), CUDA GPUs that support bf16.
+``amx_bf16`` (AMD Zen 4 and later, Intel Sapphire Rapids and later), CUDA GPUs of compute capability
+8.0 or more (Ampere and later; ``torch.cuda.is_bf16_supported()`` also counts emulation, so a V100 or
+T4 would say yes), asked of the requested ``cuda:N``.
 Elsewhere bfloat16 is emulated and slow (measured ~5x slower than float32 on an AVX2-only AMD Zen
 3, docs/benchmarks.md), so ``auto`` is float16 on an older CUDA GPU and float32 on such a CPU.
 """
@@ -9,6 +11,7 @@ Elsewhere bfloat16 is emulated and slow (measured ~5x slower than float32 on an 
 from __future__ import annotations
 
 import platform
+import subprocess
 from functools import lru_cache
 
 import torch
@@ -16,6 +19,8 @@ import torch
 AUTO = "auto"
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+NATIVE_BF16_CUDA_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores
+DEFAULT_CUDA_DTYPE = "float16"  # the paper's code prunes and evaluates in float16
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +46,7 @@ def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices in hardware."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CUDA_CAPABILITY
     if device.type == "cpu":
         return any(flag in cpu_info()["flags"] for flag in NATIVE_BF16_CPU_FLAGS)
     return False
@@ -60,10 +65,72 @@ def resolve_dtype(name: str | None, device: torch.device | str) -> str | None:
     return auto_dtype(device) if name == AUTO else name
 
 
+def default_dtype(device: str | None) -> str:
+    """The working precision when none is asked for: the paper's float16 on a GPU (float32 on
+    CUDA needs twice the memory and runs ~10x slower matmuls), float32 on a CPU (which multiplies
+    float16 in software). ``device`` None: CUDA when available, as the runs' default device."""
+    if device is None:
+        return DEFAULT_CUDA_DTYPE if torch.cuda.is_available() else "float32"
+    return DEFAULT_CUDA_DTYPE if device.split(":")[0] == "cuda" else "float32"  # a bad name: validation's to refuse
+
+
+def _nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version (nvidia-smi; None where it is missing or fails)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
 def precision_record(device: torch.device | str) -> dict:
-    """What a result file records about the hardware the precision was chosen for."""
+    """What a result file records about the hardware the precision was chosen for: the CPU; on a
+    GPU its name, index, capability, count, CUDA and driver versions, the TF32 settings, and the
+    peak memory allocated since the last :func:`reset_peak_memory` (the run's start)."""
     device = torch.device(device)
     record = {"device_type": device.type, "native_bf16": native_bf16(device), "cpu": cpu_info()}
     if device.type == "cuda" and torch.cuda.is_available():
-        record["gpu"] = torch.cuda.get_device_name(device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        record.update({
+            "gpu": torch.cuda.get_device_name(index),
+            "device_index": index,
+            "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability(index))),
+            "gpu_count": torch.cuda.device_count(),
+            "cuda_version": torch.version.cuda,
+            "driver_version": _nvidia_driver_version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(index),
+        })
     return record
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    """Start counting the peak GPU memory that :func:`precision_record` reports (no-op on a CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work, so a timing read after it counts that work (no-op on a CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+def check_device(name: str | None) -> torch.device:
+    """``name`` as a device this machine has (default: CUDA when available, else the CPU); one-line
+    :class:`OwlError` for a CUDA device that is missing (no GPU, or an index past the last GPU)."""
+    from owl.errors import OwlError
+
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OwlError(f"--device {name} is not available on this machine (no CUDA GPU); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise OwlError(f"--device {name} is not available: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    return device

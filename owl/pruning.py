@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from owl.methods import ACCUMULATORS, LayerTarget, MethodOptions, prepare_statistic, prune_layer, prune_layers_sharing_input
-from owl.models import find_decoder_blocks, find_linear_sublayers
+from owl.models import block_zero_count, find_decoder_blocks, find_linear_sublayers
 from owl.sequential import SharedInputStatistics, sequential_blocks
 from owl.statistics import CalibrationStatistics, RowNormAccumulator
 
@@ -25,7 +25,8 @@ def _batches(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 def _statistics_of(step, accumulator_class, device) -> SharedInputStatistics:
     layers = step.linear_layers
-    return SharedInputStatistics(layers, lambda name: accumulator_class(layers[name].in_features, device), step.workspace)
+    return SharedInputStatistics(layers, lambda name: accumulator_class(layers[name].in_features, device), step.workspace,
+                                 label=f"block {step.index}, ")
 
 
 def compute_statistics(
@@ -56,8 +57,9 @@ def prune_model(
     forward_dtype: torch.dtype | None = None,
     storage=None,
     chunk_size="auto",
-) -> None:
-    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt).
+) -> list[tuple[int, int]]:
+    """Prune every block's linear sublayers to its target with ``method`` (magnitude/wanda/sparsegpt);
+    per block ``(zeros, weights)`` of the pruned linear weights, counted on the device.
 
     With ``forward_dtype`` (mixed precision) the block forwards run in that precision while
     statistics, scores, masks and SparseGPT's solver stay float32 and the pruned weights keep
@@ -69,14 +71,16 @@ def prune_model(
     if len(targets) != len(blocks):
         raise ValueError(f"{len(targets)} block targets for {len(blocks)} blocks")
     accumulator_class = ACCUMULATORS[method]
+    counts = []
     if accumulator_class is None:  # weights only: no data, no forward passes
         for index, block in enumerate(tqdm(blocks, desc=f"pruning ({method})", unit="block")):
             home = next(block.parameters()).device
             block.to(device)
             for layer in find_linear_sublayers(block).values():
                 prune_layer(method, layer, None, targets[index], options)
+            counts.append(block_zero_count(block))
             block.to(home)
-        return
+        return counts
     if windows is None:
         raise ValueError(f"{method} needs calibration windows")
     batches = _batches(windows, batch_size)
@@ -91,6 +95,8 @@ def prune_model(
             layers = [step.linear_layers[name] for name in names]
             prune_layers_sharing_input(method, layers, prepared[owner], targets[step.index], options)
         del prepared
+        counts.append(block_zero_count(step.block))
         if not step.is_last:  # the last block's pruned outputs feed nothing: 1 of 2n block forwards saved
             step.sync_forward_weights()
             step.forward(advance=True)
+    return counts

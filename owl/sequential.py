@@ -20,12 +20,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from owl.errors import OwlError
 from owl.models import find_decoder_blocks, find_linear_sublayers
 from owl.statistics import Workspace
 
 
 class _StopForward(Exception):
     """Raised by the last catcher: nothing after the blocks needs to run."""
+
+
+def non_finite_error(where: str, dtype: torch.dtype) -> OwlError:
+    """The one-line refusal when a block's hidden states or statistics overflow (float16 does on
+    some models, e.g. Gemma 3): a NaN perplexity or a failed Cholesky otherwise, much later."""
+    name = str(dtype).removeprefix("torch.")
+    return OwlError(f"{where} holds NaN or infinite values in {name}: the precision overflows; "
+                    "use --dtype bfloat16 or float32 (and --forward_dtype / --eval_dtype likewise)")
+
+
+def check_finite(tensor: torch.Tensor, where: str) -> None:
+    """Refuse non-finite values with :func:`non_finite_error` (one reduction on the tensor's device)."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise non_finite_error(where, tensor.dtype)
 
 
 class _BlockInputCatcher(nn.Module):
@@ -41,7 +56,7 @@ class _BlockInputCatcher(nn.Module):
 
 
 @contextmanager
-def _blocks_swapped(blocks: nn.ModuleList, replacements: list[nn.Module]):
+def blocks_swapped(blocks: nn.ModuleList, replacements: list[nn.Module]):
     originals = list(blocks)
     for i, replacement in enumerate(replacements):
         blocks[i] = replacement
@@ -85,7 +100,7 @@ def capture_block_inputs(
     hidden: list[torch.Tensor] = []
     args = [[] for _ in blocks]
     kwargs = [[] for _ in blocks]
-    with _blocks_swapped(blocks, catchers):
+    with blocks_swapped(blocks, catchers):
         model.to(device)  # the blocks are catchers now: only embeddings, norms and head move
         try:
             for batch in token_batches:
@@ -117,8 +132,9 @@ class SharedInputStatistics:
     from the tensors themselves (object identity within one forward), never from layer names.
     """
 
-    def __init__(self, names, make_accumulator: Callable[[str], object], workspace: Workspace | None = None):
+    def __init__(self, names, make_accumulator: Callable[[str], object], workspace: Workspace | None = None, label: str = ""):
         self.names = list(names)
+        self.label = label  # where the layers are, for messages ("block 3, ")
         self._make = make_accumulator
         self._workspace = workspace or Workspace()  # scratch for the accumulators, reusable across blocks
         self.owner: dict[str, str] = {}  # layer -> the layer whose accumulator holds its input
@@ -168,6 +184,11 @@ class SharedInputStatistics:
         else:
             self._pending.setdefault(name, []).append(tensor.detach())
 
+    def _finite_value(self, owner: str, accumulator):
+        value = accumulator.value
+        check_finite(value, f"the calibration statistic of {self.label}{owner}")
+        return value
+
     @property
     def groups(self) -> dict[str, list[str]]:
         """``{owner: [layers reading its input]}``."""
@@ -181,7 +202,7 @@ class SharedInputStatistics:
         missing = [name for name in self.names if name not in self.owner]
         if missing:
             raise RuntimeError(f"no input observed for {missing}")
-        prepared = {owner: prepare(acc.value) for owner, acc in self._accumulators.items()}
+        prepared = {owner: prepare(self._finite_value(owner, acc)) for owner, acc in self._accumulators.items()}
         return {name: prepared[self.owner[name]] for name in self.names}
 
 
@@ -319,7 +340,14 @@ class BlockStep:
                 if statistics is not None:
                     statistics.end_batch()
                 if advance:
-                    self._inputs.hidden[b] = _joined_outputs(outputs, hidden)
+                    joined = _joined_outputs(outputs, hidden)
+                    check_finite(joined, f"the output of block {self.index}")
+                    self._inputs.hidden[b] = joined
+
+    @property
+    def hidden_states(self) -> list[torch.Tensor]:
+        """Per batch, the block's inputs; after ``forward(advance=True)`` its outputs."""
+        return self._inputs.hidden
 
 
 def sequential_blocks(
@@ -355,6 +383,8 @@ def sequential_blocks(
             [[_cast_floats(k, forward_dtype, memo) for k in per_block] for per_block in inputs.kwargs],
         )
         del memo
+    for hidden in inputs.hidden:
+        check_finite(hidden, "the input of block 0 (the embeddings)")
     home = next(blocks[0].parameters()).device
     workspace = Workspace()
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):

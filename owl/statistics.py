@@ -168,20 +168,26 @@ class CalibrationStatistics:
                 )
         return stats
 
-    def _block_scores(self, blocks):
-        """Per block, the Wanda scores of its linear sublayers (one tensor each, float32)."""
+    def _block_scores(self, blocks, device=None):
+        """Per block, the Wanda scores of its linear sublayers (one float32 tensor each), on ``device``
+        (default where the weights are: one layer's weight moved at a time, so a GPU scores a model
+        larger than its memory)."""
         for index, (layers, rows) in enumerate(zip(blocks, self.scaler_rows)):
             if set(layers) != set(rows):
                 raise OwlError(f"statistics of block {index} cover {sorted(rows)}, but the model has {sorted(layers)}")
-            yield [wanda_scores(layers[name].weight.detach(), rows[name].to(layers[name].weight.device)) for name in layers]
+            scores = []
+            for name, layer in layers.items():
+                where = device or layer.weight.device
+                scores.append(wanda_scores(layer.weight.detach().to(where), rows[name].to(where)))
+            yield scores
 
-    def score_means(self, blocks, reduce: str = "mean") -> list[float]:
+    def score_means(self, blocks, reduce: str = "mean", device=None) -> list[float]:
         """DLP's block statistic: the mean (or median) Wanda score over all linear weights of each
         block together, i.e. element-weighted, not a mean of per-layer means
         (``ironartisan/DLP`` ``lib/prune.py::get_dlp_ratios``). The mean is a float32 sum per layer
         combined in double; the median concatenates the block's scores."""
         means = []
-        for scores in self._block_scores(blocks):
+        for scores in self._block_scores(blocks, device):
             if reduce == "median":
                 means.append(float(torch.cat([s.flatten() for s in scores]).median()))
             elif reduce == "mean":
@@ -190,9 +196,19 @@ class CalibrationStatistics:
                 raise OwlError(f"score reduction {reduce!r} is not allowed; choose mean or median")
         return means
 
-    def outlier_ratios(self, blocks, hyper_m: float) -> list[float]:
+    def outlier_ratios(self, blocks, hyper_m: float, device=None) -> list[float]:
         """OWL's layerwise outlier distribution (percent per block) for threshold ``M``.
 
         ``blocks`` are (dense) decoder blocks as ``{name: linear}`` dicts matching the statistics.
         """
-        return [outlier_ratio(scores, hyper_m) for scores in self._block_scores(blocks)]
+        return self.outlier_ratios_by_m(blocks, [hyper_m], device)[hyper_m]
+
+    def outlier_ratios_by_m(self, blocks, hyper_ms, device=None) -> dict:
+        """``{M: outlier_ratios}`` for every ``M`` of ``hyper_ms``, each block's Wanda scores computed
+        once for all of them (:meth:`_block_scores`)."""
+        ratios: dict = {m: [] for m in hyper_ms}
+        for scores in self._block_scores(blocks, device):
+            for m in hyper_ms:
+                ratios[m].append(outlier_ratio(scores, m))
+            del scores
+        return ratios

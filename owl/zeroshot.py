@@ -330,6 +330,19 @@ def _normalise_device(device) -> str:
     return str(d)
 
 
+def spread_model(model, max_memory: dict) -> dict:
+    """Spread ``model`` over GPUs (and the host) with accelerate, whole blocks per device, within
+    ``max_memory`` (``{gpu index: bytes, "cpu": bytes}``, owl.memory.plan_zero_shot); the device map.
+    lm-eval then evaluates it where it is; accelerate moves each batch between the devices."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = infer_auto_device_map(model, max_memory=max_memory,
+                                       no_split_module_classes=list(getattr(model, "_no_split_modules", None) or []))
+    logger.info("zero-shot: the model spread over %s", sorted({str(d) for d in device_map.values()}))
+    dispatch_model(model, device_map)
+    return device_map
+
+
 def _first_param(model):
     for p in model.parameters():
         return p

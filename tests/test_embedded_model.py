@@ -49,3 +49,23 @@ def test_owl_wanda_on_default_model_tiny_settings(tmp_path, monkeypatch):
     assert max(result["layer_sparsities"]) - min(result["layer_sparsities"]) == pytest.approx(0.16)
     assert result["calib_source"].startswith("local:c4")
     assert 1 < result["ppl"]["wikitext2"] < 1e6
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data mirror not present")
+def test_block_by_block_perplexity_equals_the_whole_model_on_the_default_model(default_model, monkeypatch):
+    """The short protocol: 4 WikiText-2 test windows of 128 tokens, batches of 2. Block by block
+    (hidden states on the device or streamed from the host) equals the plain forward to 1e-12
+    relative (the same per-window arithmetic on a CPU)."""
+    import torch
+
+    from owl.data import TextSource, TokenCache, wikitext2_test_tokens
+    from owl.evaluation import perplexity, perplexity_by_blocks
+    from owl.models import default_cache_dir
+
+    model, tokenizer = default_model
+    ids, _ = wikitext2_test_tokens(tokenizer, TextSource(SHARED_DATA), TokenCache(default_cache_dir(), tokenizer))
+    with torch.no_grad():
+        whole, n = perplexity(model, ids, 128, "cpu", batch_size=2, limit=4)
+        for storage in (None, "cpu"):
+            blocks, m = perplexity_by_blocks(model, ids, 128, "cpu", batch_size=2, limit=4, storage=storage)
+            assert n == m == 4 and abs(blocks - whole) <= 1e-12 * whole, (blocks, whole)

@@ -60,3 +60,84 @@ def test_one_decoder_call_per_window_gives_the_batched_nlls_bit_for_bit(model, m
         batched = window_nlls(model, windows)
         monkeypatch.undo()
         assert torch.equal(per_window, batched), dtype
+
+
+@torch.no_grad()
+def test_block_by_block_perplexity_equals_the_plain_forward(model):
+    """The model larger than the device's memory: one block at a time on the device, then final
+    norm and head through the decoder's own forward. Every family, hidden states kept on the
+    device or streamed from the host, several batch sizes: the same perplexity to 1e-12 relative
+    (on a CPU the same bits: one window per block call either way)."""
+    from owl.evaluation import perplexity_by_blocks
+
+    stream = torch.randint(0, 300, (7 * 24 + 5,), generator=torch.Generator().manual_seed(3))
+    for batch_size in (1, 3):
+        plain, n = perplexity(model, stream, seqlen=24, device="cpu", batch_size=batch_size)
+        for storage in (None, "cpu"):
+            blocks, m = perplexity_by_blocks(model, stream, seqlen=24, device="cpu", batch_size=batch_size, storage=storage)
+            assert m == n == 7
+            assert abs(blocks - plain) <= 1e-12 * plain, (batch_size, storage, blocks, plain)
+
+
+@torch.no_grad()
+def test_non_finite_outputs_are_refused_naming_the_block(tokenizer):
+    """float16 overflow: a block whose output is infinite is named in one line, whether the model is
+    evaluated whole or block by block, instead of a NaN perplexity."""
+    import pytest
+
+    from owl.errors import OwlError
+    from owl.evaluation import perplexity_by_blocks
+    from owl.models import find_decoder_blocks
+    from owl.testing import tiny_model
+
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    find_decoder_blocks(model)[2].mlp.down_proj.weight.data[:] = float("inf")
+    stream = torch.randint(0, 300, (4 * 16,), generator=torch.Generator().manual_seed(4))
+    for evaluate in (perplexity, perplexity_by_blocks):
+        with pytest.raises(OwlError) as error:
+            evaluate(model, stream, 16, "cpu", 2)
+        message = str(error.value)
+        assert "\n" not in message and "block 2" in message and "bfloat16 or float32" in message
+
+
+def test_run_evaluates_block_by_block_when_the_plan_says_so(tiny_model_dirs, owl_env, monkeypatch):
+    """owl prune on a device the whole model does not fit (free memory replaced): the evaluation is
+    planned block by block before pruning, recorded, and gives the whole model's perplexity."""
+    import json
+
+    import owl.memory
+    from owl.cli import main
+
+    args = ["prune", "--model", str(tiny_model_dirs["gemma3"]), "--prune_method", "wanda", "--sparsity_ratio", "0.5",
+            "--nsamples", "4", "--seqlen", "32", "--eval_limit", "5", "--device", "cpu", "--calib_batch_size", "2", "-q"]
+    assert main([*args, "--save", str(owl_env / "whole")]) == 0
+    whole = json.loads((owl_env / "whole" / "result.json").read_text())
+    real_plan = owl.memory.plan_evaluation
+
+    def tight_device(shape, n_windows, seqlen, batch_size, dtype_bytes, device, device_free, host_free):
+        need = owl.memory.whole_model_evaluation_bytes(shape, seqlen, batch_size, dtype_bytes)
+        return real_plan(shape, n_windows, seqlen, batch_size, dtype_bytes, "cuda:0", need - 1, host_free)
+
+    monkeypatch.setattr("owl.pipeline.plan_evaluation", tight_device)
+    assert main([*args, "--save", str(owl_env / "blocks")]) == 0
+    blocks = json.loads((owl_env / "blocks" / "result.json").read_text())
+    assert whole["evaluation_mode"] == "whole" and blocks["evaluation_mode"] == "blocks"
+    assert abs(blocks["ppl"]["wikitext2"] - whole["ppl"]["wikitext2"]) <= 1e-12 * whole["ppl"]["wikitext2"]
+
+
+def test_evaluation_that_fits_nowhere_is_refused_before_pruning(tiny_model_dirs, owl_env, monkeypatch, capsys):
+    from owl.cli import main
+
+    import owl.memory
+
+    real_plan = owl.memory.plan_evaluation
+    monkeypatch.setattr("owl.pipeline.plan_evaluation",
+                        lambda shape, n, s, b, w, device, free, host: real_plan(shape, n, s, b, w, "cuda:0", 1000, host))
+    prunings = []
+    monkeypatch.setattr("owl.pipeline.prune_model", lambda *a, **k: prunings.append(a))
+    out = owl_env / "refused"
+    code = main(["prune", "--model", str(tiny_model_dirs["llama"]), "--prune_method", "wanda", "--nsamples", "4", "--seqlen",
+                 "32", "--eval_limit", "3", "--device", "cpu", "--calib_batch_size", "2", "--save", str(out), "-q"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and not prunings and not out.exists()
+    assert len(errors) == 1 and errors[0].startswith("owl: error: evaluation needs about")
