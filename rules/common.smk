@@ -350,13 +350,13 @@ def res(kind, key, model=None):
 # before the others allocate). So a local run that has GPU jobs to do needs `--resources gpu=1`:
 # one GPU job at a time (`make reproduce` passes it). Several GPUs: SLURM (profiles/slurm), which
 # gives each job its own (--gpus). Checked when jobs are about to run (the executor is known only
-# then), never in a dry run or on a cluster.
+# then), never in a dry run, a --touch or on a cluster.
 def gpu_jobs_to_run():
     return [job for job in workflow.dag.needrun_jobs() if job.resources.get("gpu", 0) > 0]
 
 
 def check_local_gpus():
-    if not workflow.local_exec or not workflow.is_main_process:
+    if not workflow.local_exec or not workflow.is_main_process or workflow.touch:
         return
     jobs = gpu_jobs_to_run()
     if not jobs:
