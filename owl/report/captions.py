@@ -86,4 +86,20 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
             phrase += _shared_with_main(cfg, section, key, models[key], seeds)
             lines[key] = protocol_line(models[key], phrase + note)
         out[section] = lines
+    if cfg.get("zoo"):
+        out["zoo"] = zoo_protocols(cfg["zoo"], models)
     return out
+
+
+def zoo_protocols(zoo: dict, models: dict[str, dict]) -> dict[str, str]:
+    """The zoo caption's lines: each model with reported seeds, with the settings every zoo run adds
+    (e.g. its pinned evaluation precision); the tuning protocol is the caption's own text."""
+    from owl.zoo import reported_seeds
+
+    lines = {}
+    for key, seeds in reported_seeds(zoo).items():
+        if seeds:
+            model = {**models[key], "settings": {**models[key]["settings"], **(zoo.get("settings") or {})}}
+            lines[key] = protocol_line(model, _seed_phrase(seeds) + "; geometric mean over the seeds, every setting "
+                                       "against uniform and against OWL at its paper default paired by seed")
+    return lines
