@@ -258,3 +258,52 @@ def test_the_caption_names_the_zoos_pinned_evaluation():
     lines = captions.caption_protocols(cfg, grid.model_specs(cfg))
     assert "evaluation in float32" in lines["zoo"]["a"] and "seeds 0, 1 (2 draws)" in lines["zoo"]["a"]
     assert "evaluation in bfloat16" in lines["main"]["a"]
+
+
+# ---- the workflow, end to end on a tiny model ----------------------------------------------------
+def tiny_zoo_config(tmp_path: Path) -> Path:
+    """config/tiny.yaml with only its main Wanda row and a small zoo (13 prune jobs): one trial value
+    per allocator at seed 100 on WikiText-2 validation, reported runs at seeds 0 and 1 (seed 0 the
+    main table's Wanda run's too)."""
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    cfg.update(name="tinyzoo", sweep=None, ablation=None, zero_shot=None)
+    cfg["main"] = {"sparsity": 0.7, "methods": ["wanda"], "seeds": [0]}
+    cfg["zoo"] = {"models": ["tiny"], "methods": ["wanda"], "allocators": ["uniform", "owl", "dlp"],
+                  "settings": {"eval_dtype": "float32"}, "seeds": [0, 1],
+                  "tuning": {"models": ["tiny"], "seeds": [100], "eval_limit": 2, "values": {"owl": [0.04], "dlp": [0.05]}},
+                  "tuned": {"tiny": {"wanda": {"owl": 0.04, "dlp": 0.05}}}}
+    path = tmp_path / "tinyzoo.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_the_workflow_builds_the_zoo_tables_figures_and_report_and_keeps_the_main_table_clean(tmp_path):
+    from owl.testing import save_tiny_model, write_tiny_data_dir
+    from tests.test_workflow import snakemake
+
+    save_tiny_model(tmp_path / "tiny-model")
+    write_tiny_data_dir(tmp_path / "tiny-data")
+    env = {"OWL_DATA_DIR": str(tmp_path / "tiny-data"), "OWL_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    config = tiny_zoo_config(tmp_path)
+    proc = snakemake(tmp_path, "tables", "figures", "--cores", "2", configfile=config, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "results" / "tinyzoo"
+    tables = {p.name for p in (out / "tables").glob("*.md")}
+    assert tables == {"main.md", "zoo.md", "zoo_tuning.md"}
+    assert {p.name for p in (out / "figures").glob("zoo_*.png")} == {"zoo_sparsity_tiny.png", "zoo_ratios_tiny.png"}
+    main = (out / "tables" / "main.md").read_text()
+    assert "| Wanda | Uniform | no | " in main and "(n=1)" in main and "n=2" not in main  # seed 0 only: no zoo run in it
+    zoo_md = (out / "tables" / "zoo.md").read_text()
+    for setting in ("| Uniform | - |", "| OWL | paper default (λ=0.08) |", "| OWL | tuned (λ=0.04) |",
+                    "| DLP | paper default (α=0.15) |", "| DLP | tuned (α=0.05) |"):
+        assert setting in zoo_md
+    assert "n=2" in zoo_md and "eval_dtype float32" in zoo_md
+    tuning_md = (out / "tables" / "zoo_tuning.md").read_text()
+    assert "**λ=0.04: " in tuning_md and "differs from the choice" not in tuning_md
+    proc = subprocess.run([sys.executable, "-m", "owl.zoo", "choose", str(out)], capture_output=True, text=True, check=True)
+    assert yaml.safe_load(proc.stdout)["tuned"] == {"tiny": {"wanda": {"owl": 0.04, "dlp": 0.05}}}
+    proc = snakemake(tmp_path, "tables", "figures", "--report", "results/tinyzoo/report.html", configfile=config, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    assert '"6. Allocation zoo"' in html and "every setting against uniform and against OWL" in html
+    assert "results/tinyzoo/figures/zoo_ratios_tiny.png" in html
