@@ -227,7 +227,8 @@ def test_choose_prints_the_yaml_of_the_rule_from_a_folder(tmp_path):
     assert "# a wanda dlp (seeds 100, 101): 0.05: 44.497 (chosen), 0.15: 46.497" in proc.stdout
 
 
-def test_the_default_configs_tuned_values_are_the_choice_of_its_committed_trials():
+def test_the_default_configs_tuned_values_are_the_choice_of_its_committed_trials(monkeypatch):
+    monkeypatch.chdir(REPO)  # results_dir is relative to where the workflow runs
     config = REPO / "config" / "default.yaml"
     found, missing = zoo.trial_files(config)
     assert not missing, f"trials listed in config/default.yaml without a committed result: {missing[:3]}"
