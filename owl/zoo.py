@@ -23,7 +23,9 @@ from owl.allocators import get_allocator
 from owl.errors import OwlError
 
 ZOO_SECTIONS = ("zoo_tuning", "zoo")
+RUN_PREFIXES = {"tune_": "zoo_tuning", "zoo_": "zoo"}  # a zoo run's name says its section
 HYPER_TAGS = {"owl": "l", "dlp": "a", "alphapruning": "e", "atp": "b"}
+HYPER_SYMBOLS = {"owl": "λ", "dlp": "α", "alphapruning": "ε", "atp": "β"}  # as the papers write them
 TUNING_DATASET = "wikitext2_validation"
 
 
@@ -44,6 +46,16 @@ def zoo_point_id(prefix: str, method: str, allocation: str, sparsity: float, val
     if allocation in HYPER_TAGS:
         point += f"_{HYPER_TAGS[allocation]}{_num(value)}"
     return point
+
+
+def section_of_run(name: str) -> str | None:
+    """The zoo section of a run folder name (``tune_...``: zoo_tuning, ``zoo_...``: zoo), else None."""
+    return next((section for prefix, section in RUN_PREFIXES.items() if str(name).startswith(prefix)), None)
+
+
+def reported_seeds(zoo: dict) -> dict[str, list[int]]:
+    """``{model key: reported seeds}`` of a zoo section (seeds a list or a mapping by model)."""
+    return {model: _zoo_seeds(zoo, "seeds", model) for model in zoo["models"]}
 
 
 def _zoo_seeds(zoo: dict, key: str, model: str) -> list[int]:
@@ -174,13 +186,93 @@ def tuned_config(choice: dict) -> dict:
             for model, methods in choice.items()}
 
 
-def trial_records(runs: Iterable[dict]) -> list[dict]:
-    """Trial records from tuning result dicts (``result.json`` of ``tune_*`` runs)."""
+def allocation_value(result: dict) -> float | None:
+    """The range hyperparameter a result's allocation used (None for uniform and dense)."""
+    allocation = result.get("allocation")
+    if allocation in (None, "dense"):
+        return None
+    name = get_allocator(allocation).hyperparameter
+    value = None if name is None else (result.get("allocation_params") or {}).get(name)
+    return None if value is None else float(value)
+
+
+def trial_records(runs: Iterable[dict], models: Iterable[str] | None = None) -> list[dict]:
+    """Trial records from tuning result dicts (``result.json`` of ``tune_*`` runs); ``models``: each
+    run's model key (the key ``zoo.tuned`` uses; default: the model id its settings record)."""
+    runs = list(runs)
+    keys = [None] * len(runs) if models is None else list(models)
     records = []
-    for r in runs:
+    for r, key in zip(runs, keys):
         settings = r.get("settings", {})
         base = settings.get("prune_method", r["prune_method"]).split("_")[0]
-        value = next(iter(v for k, v in r["allocation_params"].items() if k in ("Lamda", "dlp_alpha", "epsilon", "beta")))
-        records.append({"model": settings.get("model", r["model"]), "method": base, "allocation": r["allocation"],
-                        "value": value, "seed": r["seed"], "ppl": r["ppl"][TUNING_DATASET]})
+        records.append({"model": key or settings.get("model", r["model"]), "method": base, "allocation": r["allocation"],
+                        "value": allocation_value(r), "seed": r["seed"], "ppl": r["ppl"][TUNING_DATASET]})
     return records
+
+
+# ---- python -m owl.zoo choose ------------------------------------------------------------------------------
+def trial_files(source) -> tuple[list, list[str]]:
+    """``([(model key, result.json path)], [missing paths])`` of the tuning trials: those a config's
+    zoo section lists (under its results folder), or every ``tune_*/result.json`` below a folder."""
+    from pathlib import Path
+
+    import yaml
+
+    source = Path(source)
+    if source.is_dir():
+        found = sorted(p for p in source.rglob("result.json") if section_of_run(p.parent.name) == "zoo_tuning")
+        return [(p.parent.parent.name, p) for p in found], []
+    from owl import grid
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = grid.validate_config(yaml.safe_load(source.read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
+    out = Path(cfg["results_dir"]) / (cfg.get("name") or source.stem)
+    paths = [(model, out / "runs" / model / name / "result.json")
+             for (model, name), run in grid.expand_grid(cfg, grid.model_specs(cfg)).items() if "zoo_tuning" in run["sections"]]
+    return [(m, p) for m, p in paths if p.exists()], [str(p) for _, p in paths if not p.exists()]
+
+
+def choice_yaml(choice: dict) -> str:
+    """``zoo.tuned`` as YAML, after comments with every trial value's geometric mean."""
+    import yaml
+
+    lines = ["# python -m owl.zoo choose: per model, method and allocator the value of lowest geometric-mean",
+             f"# {TUNING_DATASET} perplexity over the tuning seeds every value has (the rule fixed before the trials)."]
+    for model, methods in choice.items():
+        for method, allocs in methods.items():
+            for allocation, c in allocs.items():
+                values = ", ".join(f"{_num(v)}: {g:.3f}" + (" (chosen)" if v == c["value"] else "") for v, g in c["values"].items())
+                lines.append(f"# {model} {method} {allocation} (seeds {', '.join(map(str, c['seeds']))}): {values}")
+    body = yaml.safe_dump({"tuned": tuned_config(choice)}, sort_keys=False, default_flow_style=None)
+    return "\n".join(lines) + "\n" + body
+
+
+def main(argv=None) -> int:
+    """``python -m owl.zoo choose CONFIG_OR_FOLDER``: the tuned values (YAML for ``zoo.tuned``) from
+    the committed trial results; a config's trials without a result are named on stderr (exit 1)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m owl.zoo")
+    parser.add_argument("command", choices=["choose"])
+    parser.add_argument("source", help="a workflow config (its zoo.tuning trials) or a results folder (every tune_* run below it)")
+    args = parser.parse_args(argv)
+    try:
+        found, missing = trial_files(args.source)
+        results = []
+        for _, path in found:
+            with open(path) as handle:
+                results.append(json.load(handle))
+        choice = choose_tuned(trial_records(results, [m for m, _ in found]))
+    except (OSError, ValueError, KeyError, OwlError) as err:
+        parser.exit(2, f"python -m owl.zoo: error: {args.source}: {err}\n")
+    print(choice_yaml(choice), end="")
+    if missing:
+        sys.stderr.write(f"python -m owl.zoo: {len(missing)} trial(s) of the config have no result yet, e.g. {missing[0]}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,6 +18,7 @@ from owl import grid, report  # noqa: E402
 from owl.report import captions  # noqa: E402
 from owl.errors import OwlError  # noqa: E402
 from owl.settings import PruneSettings  # noqa: E402
+from owl.zoo import reported_seeds  # noqa: E402
 
 SCHEMA_PATH = REPO / "config" / "schema.yaml"
 CONDA_ENV = str(REPO / "envs" / "environment.yml")  # used with --sdm conda only
@@ -245,6 +246,10 @@ def report_spec():
     zs = config["zero_shot"]
     spec["zero_shot"] = None if not zs else {**{k: zs[k] for k in ("models", "methods", "sparsity", "tasks")},
                                              "seeds": grid.seeds_by_model(config, "zero_shot")}
+    # The allocation zoo (owl.report.zoo): its config section, seeds by model; None while it has no run.
+    zoo = config.get("zoo")
+    has_runs = any(grid.is_zoo(r) for r in RUNS.values())
+    spec["zoo"] = {**copy.deepcopy(zoo), "seeds": reported_seeds(zoo)} if zoo and has_runs else None
     return spec
 
 
@@ -255,9 +260,15 @@ def ablation_runs():
     return grid.ablation_runs(config, RUNS)
 
 
+RUN_IDENTITY = ("model", "method", "sparsity", "Hyper_m", "Lamda", "seed", "sections")
+ZOO_IDENTITY = ("allocation", "alloc_value")  # a zoo run's allocator and its hyperparameter
+
+
 def run_entries(keys, path=result_path):
-    """What the report reads of each run: its file and identity (seed None: a run without calibration data)."""
-    return [{"path": path(k), **{f: RUNS[k][f] for f in ("model", "method", "sparsity", "Hyper_m", "Lamda", "seed")}} for k in keys]
+    """What the report reads of each run: its file and identity (seed None: a run without calibration
+    data); ``sections`` keeps zoo runs out of the paper's tables (owl.report.paper_runs)."""
+    return [{"path": path(k), **{f: RUNS[k][f] for f in RUN_IDENTITY + (ZOO_IDENTITY if grid.is_zoo(RUNS[k]) else ())}}
+            for k in keys]
 
 
 def report_params(keys, out_dir, sections, path=result_path):

@@ -8,7 +8,7 @@ from snakemake.io import report as report_flag  # `report` is owl.report in this
 report: "../report/workflow.rst"
 
 REPORT_CATEGORIES = {"main": "1. Main table", "sweep": "2. Sweep", "ablation": "3. Ablation", "layerwise": "4. Layerwise",
-                     "zero_shot": "5. Zero-shot"}
+                     "zero_shot": "5. Zero-shot", "zoo": "6. Allocation zoo"}
 REPORT_KINDS = {".md": "table (Markdown)", ".csv": "table (CSV)", ".png": "figure (PNG)", ".pdf": "figure (PDF)"}
 
 
@@ -17,18 +17,23 @@ def _report_section(stem):
     return next(s for s in REPORT_CATEGORIES if stem == s or stem.startswith(s + "_"))
 
 
+def _model_of(stem, labels_by_name):
+    """The label of the model whose (file-safe) key ends ``stem`` (the longest such key), else all models."""
+    names = [n for n in labels_by_name if stem.endswith("_" + n)]
+    return labels_by_name[max(names, key=len)] if names else "all models"
+
+
 def report_item(path, section=None, caption=None):
-    """``path`` marked for the report. Tables and figures (<section>[_<model key>].<ext>) find their
-    section and model from the name; files under a {model} wildcard (LOD charts, allocations) name
-    their section and caption."""
+    """``path`` marked for the report. Tables and figures (<section>[_<kind>][_<model key>].<ext>)
+    find their section and model from the name; files under a {model} wildcard (LOD charts,
+    allocations) name their section and caption."""
     name = os.path.basename(path)
     stem, ext = os.path.splitext(name)
     section = section or _report_section(stem)
     if "{model}" in path:
         model = lambda wc: MODELS[wc.model]["label"]
     else:
-        labels_by_name = {report.safe_name(k): m["label"] for k, m in MODELS.items()}
-        label = labels_by_name.get(stem[len(section) + 1:], "all models")
+        label = _model_of(stem, {report.safe_name(k): m["label"] for k, m in MODELS.items()})
         model = lambda wc: label
     return report_flag(path, caption=f"../report/{caption or section}.rst", category=REPORT_CATEGORIES[section],
                   subcategory=model, labels=lambda wc: {"model": model(wc), "file": name, "kind": REPORT_KINDS.get(ext, ext)})

@@ -9,7 +9,9 @@ what those write, so the workflow declares exactly those outputs.
 Modules: :mod:`~owl.report.runs` (loading, finding the runs of a grid point, guessing a spec),
 :mod:`~owl.report.cells` (a grid point over its seeds), :mod:`~owl.report.tables`,
 :mod:`~owl.report.figures`, :mod:`~owl.report.single` (one run, one allocation); the statistics
-themselves are pure functions in :mod:`owl.uncertainty`.
+themselves are pure functions in :mod:`owl.uncertainty`. :mod:`~owl.report.zoo`: the allocation
+zoo's tables and figures (a ``zoo`` entry of the spec); the paper's tables never read a zoo run
+(``zoo_section`` of :func:`load_runs`, :func:`paper_runs`).
 
 Conventions
 - Perplexity is WikiText-2 (``result["ppl"]["wikitext2"]``), printed with two decimals; lower is
@@ -64,7 +66,7 @@ from owl.report.common import (
     write_json,
 )
 from owl.report.figures import build_figures, figure_files, plot_ablation, plot_layerwise, plot_lod, plot_sweep, save_figure
-from owl.report.runs import find_results, find_run, find_runs, infer_spec, load_runs
+from owl.report.runs import find_results, find_run, find_runs, infer_spec, load_runs, paper_runs, zoo_runs
 from owl.report.single import allocation_record, outlier_ratios_for, run_summary, zero_shot_summary
 from owl.report.tables import (
     ablation_baseline,
@@ -89,6 +91,17 @@ from owl.report.tables import (
     zero_shot_csv,
     zero_shot_table,
 )
+from owl.report.zoo import (
+    allocator_label,
+    build_zoo_figures,
+    build_zoo_tables,
+    format_tuning_table,
+    format_zoo_table,
+    plot_zoo_ratios,
+    plot_zoo_sparsity,
+    tuning_cells,
+    zoo_cells,
+)
 
 __all__ = [
     "METHOD_ORDER", "METHOD_LABELS", "OWL_BASELINE", "CALIBRATION_FREE", "SWEEP_METHODS", "TABLE_SECTIONS",
@@ -100,4 +113,6 @@ __all__ = [
     "to_markdown", "table_files", "figure_files", "build_tables", "build_figures", "allocation_record",
     "outlier_ratios_for", "run_summary", "zero_shot_summary", "is_owl", "uses_calibration", "method_label", "safe_name",
     "plot_lod", "plot_layerwise", "plot_sweep", "plot_ablation", "save_figure", "write_json", "read_json",
+    "paper_runs", "zoo_runs", "zoo_cells", "tuning_cells", "format_zoo_table", "format_tuning_table", "build_zoo_tables",
+    "build_zoo_figures", "plot_zoo_sparsity", "plot_zoo_ratios", "allocator_label",
 ]

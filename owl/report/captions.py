@@ -88,6 +88,8 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
             phrase += _shared_with_main(cfg, section, key, models[key], seeds)
             lines[key] = protocol_line(models[key], phrase + note)
         out[section] = lines
+    if cfg.get("zoo"):
+        out["zoo"] = zoo_protocols(cfg["zoo"], models)
     return out
 
 
@@ -103,3 +105,17 @@ def caption_blocks(protocols: dict[str, dict[str, str]]) -> dict:
     blocks = {section: protocol_block(lines) for section, lines in protocols.items() if section != "statistics"}
     blocks["statistics"] = {key: protocol_block({key: line}) for key, line in protocols["statistics"].items()}
     return blocks
+
+
+def zoo_protocols(zoo: dict, models: dict[str, dict]) -> dict[str, str]:
+    """The zoo caption's lines: each model with reported seeds, with the settings every zoo run adds
+    (e.g. its pinned evaluation precision); the tuning protocol is the caption's own text."""
+    from owl.zoo import reported_seeds
+
+    lines = {}
+    for key, seeds in reported_seeds(zoo).items():
+        if seeds:
+            model = {**models[key], "settings": {**models[key]["settings"], **(zoo.get("settings") or {})}}
+            lines[key] = protocol_line(model, _seed_phrase(seeds) + "; geometric mean over the seeds, every setting "
+                                       "against uniform and against OWL at its paper default paired by seed")
+    return lines

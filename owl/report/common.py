@@ -25,10 +25,10 @@ OWL_BASELINE = {"wanda_owl": "wanda", "sparsegpt_owl": "sparsegpt", "magnitude_o
 # Methods that read no calibration data: their result does not depend on the seed, so they run once.
 CALIBRATION_FREE = ("dense", "magnitude")
 SWEEP_METHODS = ("wanda", "wanda_owl", "sparsegpt", "sparsegpt_owl")
-TABLE_SECTIONS = ("main", "sweep", "zero_shot", "ablation")
+TABLE_SECTIONS = ("main", "sweep", "zero_shot", "ablation", "zoo")  # zoo: owl.report.zoo
 RESULT_FILE = "result.json"
 ZERO_SHOT_FILE = "zeroshot.json"  # what a zeroshot job of the workflow writes beside result.json
-FIGURE_SECTIONS = ("layerwise", "sweep", "ablation")
+FIGURE_SECTIONS = ("layerwise", "sweep", "ablation", "zoo")
 FIGURE_FORMATS = ("png", "pdf")
 PAPER_OWL = (5.0, 0.08)  # the README's LLaMA-7B setting; used to break ties when guessing a spec
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

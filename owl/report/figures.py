@@ -296,6 +296,10 @@ def figure_files(spec: dict, sections: Iterable[str] | None = None) -> list[str]
             stems += [f"layerwise_{safe_name(k)}" for k in spec["main"]["models"]]
         elif section in ("sweep", "ablation") and spec.get(section):
             stems += [f"{section}_{safe_name(k)}" for k in spec[section]["models"]]
+        elif section == "zoo":
+            from owl.report.zoo import zoo_figure_stems
+
+            stems += zoo_figure_stems(spec)
     return [f"{stem}.{ext}" for stem in stems for ext in FIGURE_FORMATS]
 
 
@@ -323,7 +327,7 @@ def _layerwise_figure(runs: pd.DataFrame, spec: dict, model: dict):
 
 
 def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections: Iterable[str] | None = None) -> dict[str, list[Path]]:
-    """Write every figure of ``spec`` (``sections``: a subset of layerwise, sweep, ablation) as PNG and PDF.
+    """Write every figure of ``spec`` (``sections``: a subset of layerwise, sweep, ablation, zoo) as PNG and PDF.
 
     Returns ``{stem: [png, pdf]}``. A figure whose runs are missing is drawn with what there is.
     """
@@ -351,4 +355,8 @@ def build_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections:
                                     title=f"{model_label(model)}: {method_label(ab['method'])} at {pct(ab['sparsity'])}",
                                     baseline=None if baseline is None else (f"uniform {method_label(baseline[0])}", baseline[1]))
                 written[stem] = save_figure(fig, out_dir, stem)
+        elif section == "zoo":
+            from owl.report.zoo import build_zoo_figures
+
+            written.update(build_zoo_figures(runs, spec, out_dir))
     return written

@@ -21,6 +21,7 @@ from owl.report.common import (
     near,
     read_json,
 )
+from owl.zoo import ZOO_SECTIONS, allocation_value, section_of_run
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -47,13 +48,29 @@ def _read_run_file(path: Path, merge_zero_shot: bool) -> dict:
 
 
 def ppl_of(result: dict) -> float:
+    """WikiText-2 *test* perplexity (what every table reports); NaN without one (a tuning run's
+    validation perplexity is never read here: it stays out of the test tables)."""
     ppl = result.get("ppl") or {}
     value = ppl.get("wikitext2") if isinstance(ppl, dict) else ppl
     return float("nan") if value is None else float(value)
 
 
+def _zoo_section(identity: dict, path: Path | None, result: dict) -> str | None:
+    """The zoo section of a run (owl.zoo): the workflow's ``sections``, else its folder's name
+    (``zoo_*``, ``tune_*``), else the folder its settings saved to; None for the paper's runs."""
+    if "sections" in identity:
+        return next((s for s in identity["sections"] or [] if s in ZOO_SECTIONS), None)
+    folder = path.parent if path is not None and path.suffix == ".json" else path
+    if folder is None and (result.get("settings") or {}).get("save"):
+        folder = Path(result["settings"]["save"])
+    return None if folder is None else section_of_run(folder.name)
+
+
 def load_runs(entries: Iterable[str | Path | dict], merge_zero_shot: bool = True) -> pd.DataFrame:
-    """One row per run: model, method, sparsity, Hyper_m, Lamda, seed, ppl, achieved_sparsity, path, result.
+    """One row per run: model, method, sparsity, Hyper_m, Lamda, seed, ppl, achieved_sparsity, path,
+    result, then its allocation (``allocation``, its hyperparameter ``alloc_value``) and
+    ``zoo_section`` (owl.zoo's section of an allocation-zoo run, None for the paper's runs: the
+    paper's tables never read zoo runs, :func:`find_runs`).
 
     An entry is a path to a ``result.json`` or a ``zeroshot.json`` (or their folder), a result dict,
     or a dict with ``path`` and identity fields (``model``, ``method``, ``sparsity``, ``Hyper_m``,
@@ -88,9 +105,13 @@ def load_runs(entries: Iterable[str | Path | dict], merge_zero_shot: bool = True
             "achieved_sparsity": result.get("achieved_sparsity", float("nan")),
             "path": None if path is None else str(path),
             "result": result,
+            "allocation": identity.get("allocation", result.get("allocation")),
+            "alloc_value": identity.get("alloc_value", allocation_value(result)),
+            "zoo_section": _zoo_section(identity, path, result),
         }
         rows.append(row)
-    columns = ["model", "method", "sparsity", "Hyper_m", "Lamda", "seed", "ppl", "achieved_sparsity", "path", "result"]
+    columns = ["model", "method", "sparsity", "Hyper_m", "Lamda", "seed", "ppl", "achieved_sparsity", "path", "result",
+               "allocation", "alloc_value", "zoo_section"]
     return pd.DataFrame(rows, columns=columns).astype({"seed": int})
 
 
@@ -98,14 +119,26 @@ def _seed(value) -> int:
     return 0 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
+def paper_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the paper's sections: allocation-zoo runs (same method names, other settings) left out."""
+    return runs[runs["zoo_section"].isna()] if "zoo_section" in runs else runs
+
+
+def zoo_runs(runs: pd.DataFrame, section: str = "zoo") -> pd.DataFrame:
+    """The allocation-zoo runs of one section (``zoo``: reported, ``zoo_tuning``: trials)."""
+    return runs[runs["zoo_section"] == section] if "zoo_section" in runs else runs.iloc[:0]
+
+
 def find_runs(runs: pd.DataFrame, model: str, method: str, sparsity: float | None = None,
               hyper_m: float | None = None, lamda: float | None = None) -> pd.DataFrame:
-    """Every run (one per seed) of one grid point: ``model`` and ``method`` at ``sparsity`` (ignored
-    for dense), sorted by seed; empty if there is none.
+    """Every run (one per seed) of one grid point of the paper's sections: ``model`` and ``method``
+    at ``sparsity`` (ignored for dense), sorted by seed; empty if there is none. Zoo runs are never
+    a paper grid point's (:func:`paper_runs`).
 
     For OWL methods, ``hyper_m``/``lamda`` select the hyper-parameters when given; when several
     settings still match, the one nearest the paper's (5, 0.08) wins.
     """
+    runs = paper_runs(runs)
     sel = runs[(runs["model"] == model) & (runs["method"] == method)]
     if method != "dense" and sparsity is not None:
         sel = sel[near(sel["sparsity"], sparsity)]
@@ -148,8 +181,10 @@ def infer_spec(runs: pd.DataFrame, main_sparsity: float | None = None) -> dict:
     hyper-parameters are the most frequent among their OWL runs (ties: nearest the paper's 5, 0.08);
     the main sparsity is ``main_sparsity`` or the most frequent one of the pruned runs; a sweep when
     runs cover several sparsities; an ablation for each model whose OWL runs at the main sparsity
-    vary M or lambda; a zero-shot table when some result has zero-shot accuracies.
+    vary M or lambda; a zero-shot table when some result has zero-shot accuracies. Allocation-zoo
+    runs are left out (no zoo section: its spec comes from a config).
     """
+    runs = paper_runs(runs)
     models, keys = [], list(dict.fromkeys(runs["model"]))
     for key in keys:
         owl_runs = runs[(runs["model"] == key) & runs["method"].map(is_owl)]

@@ -14,6 +14,9 @@ from owl.uncertainty import mean_stderr
 
 
 # ---- one run (for the prune notebook) ----------------------------------------------------------
+SPLIT_LABELS = {"wikitext2_validation": "WikiText-2 validation perplexity (tuning)"}
+
+
 def run_summary(result: dict) -> pd.DataFrame:
     """The headline numbers of one result dict, as a one-column table."""
     owl = is_owl(result.get("prune_method", ""))
@@ -26,8 +29,16 @@ def run_summary(result: dict) -> pd.DataFrame:
         "M (Hyper_m)": result.get("Hyper_m") if owl else "-",
         "lambda (Lamda)": result.get("Lamda") if owl else "-",
     }
+    if result.get("allocation") not in (None, "dense"):
+        params = ", ".join(f"{k} {v}" for k, v in (result.get("allocation_params") or {}).items())
+        items["allocation"] = result["allocation"] + (f" ({params})" if params else "")
+    ppl = result.get("ppl") if isinstance(result.get("ppl"), dict) else {}
     if result.get("ppl") or not result.get("zero_shot"):  # a zeroshot.json has no perplexity
-        items["WikiText-2 perplexity"] = None if math.isnan(ppl_of(result)) else round(ppl_of(result), 4)
+        if "wikitext2" in ppl or not ppl:  # the test split: what the tables report
+            items["WikiText-2 perplexity"] = None if math.isnan(ppl_of(result)) else round(ppl_of(result), 4)
+        for dataset, label in SPLIT_LABELS.items():  # a tuning run's: shown here, never in a table
+            if dataset in ppl:
+                items[label] = round(float(ppl[dataset]), 4)
         items["evaluation windows"] = result.get("eval_windows")
     if result.get("zero_shot"):
         mean = result["zero_shot"].get("mean")

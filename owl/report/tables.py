@@ -485,6 +485,10 @@ def table_files(spec: dict, sections: Iterable[str] | None = None) -> list[str]:
             continue
         if section == "ablation":
             stems += [f"ablation_{safe_name(k)}" for k in spec["ablation"]["models"]]
+        elif section == "zoo":
+            from owl.report.zoo import zoo_table_stems
+
+            stems += zoo_table_stems(spec)
         else:
             stems.append(section)
     return [f"{stem}.{ext}" for stem in stems for ext in ("md", "csv")]
@@ -501,7 +505,7 @@ def _write_table(out_dir: Path, stem: str, numeric: pd.DataFrame, formatted: pd.
 
 
 def build_tables(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections: Iterable[str] | None = None) -> dict[str, dict]:
-    """Write every table of ``spec`` (``sections``: a subset of main, sweep, zero_shot, ablation).
+    """Write every table of ``spec`` (``sections``: a subset of main, sweep, zero_shot, ablation, zoo).
 
     Returns ``{stem: {"csv": path, "md": path, "markdown": text}}``.
     """
@@ -541,6 +545,10 @@ def build_tables(runs: pd.DataFrame, spec: dict, out_dir: str | Path, sections: 
                     notes.append(f"No uniform {method_label(baseline)} run at {pct(ab['sparsity'])}: no ratio.")
                 written[stem] = _write_table(out_dir, stem, wide_csv(cells, "Hyper_m", "Lamda"), format_ablation_table(cells),
                                              title, notes)
+        elif section == "zoo":
+            from owl.report.zoo import build_zoo_tables
+
+            written.update(build_zoo_tables(runs, spec, out_dir))
     return written
 
 
