@@ -273,14 +273,19 @@ def ppl_notes(cells: pd.DataFrame) -> list[str]:
         notes.append(f"{UNPAIRED_MARK} Unpaired seeds, left out of the ratio: "
                      + "; ".join(f"{', '.join(_where(row, settings) for row, settings in rows.items())}: {what}"
                                  for what, rows in unpaired.items()) + ".")
+    notes.extend(mixed_protocol_notes(cells))
+    return notes
+
+
+def mixed_protocol_notes(cells: pd.DataFrame) -> list[str]:
+    """A note naming every protocol field (precision, evaluation windows, ...) on which the runs of
+    a table differ; none when they agree."""
     recorded: dict[str, set[str]] = {}
     for pairs in cells["protocols"]:
         for field, value in pairs:
             recorded.setdefault(field, set()).add(value)
     mixed = [f"{field} ({', '.join(sorted(values))})" for field, values in recorded.items() if len(values) > 1]
-    if mixed:
-        notes.append("The runs of this table differ in " + ", ".join(mixed) + ".")
-    return notes
+    return ["The runs of this table differ in " + ", ".join(mixed) + "."] if mixed else []
 
 
 # ---- zero-shot --------------------------------------------------------------------------------

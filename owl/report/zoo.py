@@ -217,13 +217,9 @@ def zoo_notes(cells: pd.DataFrame, spec: dict) -> list[str]:
         tuning = zoo["tuning"]
         notes.append(f"Tuned: the value of lowest geometric-mean WikiText-2 validation perplexity at {_seeds(tuning['seeds'])} "
                      "(the zoo_tuning table), which no reported run uses.")
-    recorded: dict[str, set[str]] = {}
-    for pairs in cells["protocols"]:
-        for field, value in pairs:
-            recorded.setdefault(field, set()).add(value)
-    mixed = [f"{field} ({', '.join(sorted(values))})" for field, values in recorded.items() if len(values) > 1]
-    if mixed:
-        notes.append("The runs of this table differ in " + ", ".join(mixed) + ".")
+    from owl.report.tables import mixed_protocol_notes
+
+    notes.extend(mixed_protocol_notes(cells))
     return notes
 
 
