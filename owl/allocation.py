@@ -200,7 +200,7 @@ def owl_nm_pruned_counts(outlier_ratios: Sequence[float], n: int, m: int, lamda:
 
 
 def dlp_sparsities(block_scores: Sequence[float], target: float, alpha: float) -> list[float]:
-    """DLP's per-block sparsities (Chen et al., ICML 2025), the official code's formula.
+    """DLP's per-block sparsities (ICML 2025), the official code's formula.
 
     ``ironartisan/DLP`` @31d480f, ``lib/prune.py::get_dlp_ratios``: ``S_b`` is the block's mean
     Wanda score over all its linear weights together; ``r = 1 - S / sum S`` is min-max scaled to
