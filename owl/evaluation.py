@@ -111,6 +111,18 @@ def _first_non_finite_block(model: nn.Module, input_ids: torch.Tensor) -> str:
     return f"the output of block {found[0]}" if found else "the head's output"
 
 
+def _evaluation_windows(token_ids: torch.Tensor, seqlen: int, limit: int | None) -> torch.Tensor:
+    windows = split_windows(token_ids, seqlen, limit)
+    if windows.shape[0] == 0:
+        raise ValueError(f"no evaluation window: {token_ids.numel()} tokens, seqlen {seqlen}")
+    return windows
+
+
+def _perplexity_of(nlls: list[torch.Tensor]) -> float:
+    """``exp`` of the mean over windows of each window's mean token NLL."""
+    return math.exp(torch.cat(nlls).mean().item())
+
+
 @torch.no_grad()
 def perplexity(
     model: nn.Module,
@@ -122,9 +134,7 @@ def perplexity(
     desc: str = "evaluating",
 ) -> tuple[float, int]:
     """``(perplexity, number of windows)`` of ``model`` (already on ``device``) on a token stream."""
-    windows = split_windows(token_ids, seqlen, limit)
-    if windows.shape[0] == 0:
-        raise ValueError(f"no evaluation window: {token_ids.numel()} tokens, seqlen {seqlen}")
+    windows = _evaluation_windows(token_ids, seqlen, limit)
     nlls = []
     for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, unit="batch"):
         batch = windows[start : start + batch_size].to(device)
@@ -132,8 +142,7 @@ def perplexity(
         if not bool(torch.isfinite(batch_nlls).all()):  # float16 overflow: name the block, never report NaN
             raise non_finite_error(_first_non_finite_block(model, batch), next(model.parameters()).dtype)
         nlls.append(batch_nlls.cpu())
-    mean_nll = torch.cat(nlls).mean().item()
-    return math.exp(mean_nll), windows.shape[0]
+    return _perplexity_of(nlls), windows.shape[0]
 
 
 @torch.no_grad()
@@ -151,9 +160,7 @@ def perplexity_by_blocks(
     same windows, batches and per-window arithmetic as the plain forward: equal perplexities
     (tests/test_evaluation.py)."""
     device = torch.device(device)
-    windows = split_windows(token_ids, seqlen, limit)
-    if windows.shape[0] == 0:
-        raise ValueError(f"no evaluation window: {token_ids.numel()} tokens, seqlen {seqlen}")
+    windows = _evaluation_windows(token_ids, seqlen, limit)
     batches = list(windows.split(batch_size))
     hidden: list[torch.Tensor] = []
     for step in sequential_blocks(model, batches, device, desc="evaluating (block by block)", storage=storage):
@@ -177,5 +184,4 @@ def perplexity_by_blocks(
                 replays[-1].output = None
         finally:
             model.to(home)
-    mean_nll = torch.cat(nlls).mean().item()
-    return math.exp(mean_nll), windows.shape[0]
+    return _perplexity_of(nlls), windows.shape[0]
