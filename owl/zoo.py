@@ -55,14 +55,8 @@ def section_of_run(name: str) -> str | None:
 
 def reported_seeds(zoo: dict) -> dict[str, list[int]]:
     """``{model key: reported seeds}`` of a zoo section (seeds a list or a mapping by model)."""
-    return {model: _zoo_seeds(zoo, "seeds", model) for model in zoo["models"]}
-
-
-def _zoo_seeds(zoo: dict, key: str, model: str) -> list[int]:
-    seeds = zoo.get(key)
-    if isinstance(seeds, dict):
-        seeds = seeds.get(model, [])
-    return list(seeds or [])
+    seeds = zoo.get("seeds")
+    return {model: list((seeds.get(model, []) if isinstance(seeds, dict) else seeds) or []) for model in zoo["models"]}
 
 
 def reported_settings(zoo: dict, model: str, method: str) -> list[tuple[str, float | None, str]]:
@@ -122,7 +116,7 @@ def expand_zoo(cfg: dict, models: dict) -> dict[tuple[str, str], dict]:
     for model in zoo["models"]:
         for method in zoo["methods"]:
             for allocation, value, origin in reported_settings(zoo, model, method):
-                for seed in _zoo_seeds(zoo, "seeds", model):
+                for seed in reported_seeds(zoo)[model]:
                     add("zoo", model, method, allocation, value, seed, base, origin)
     return runs
 
@@ -146,7 +140,7 @@ def check_zoo(cfg: dict) -> None:
     for model in list(zoo["models"]) + list(tuning.get("models", [])):
         if model not in cfg["models"]:
             raise OwlError(f"zoo: model {model!r} is not a key of models")
-    reported = {s for m in zoo["models"] for s in _zoo_seeds(zoo, "seeds", m)}
+    reported = {s for seeds in reported_seeds(zoo).values() for s in seeds}
     overlap = reported & set(tuning.get("seeds", []))
     if overlap:
         raise OwlError(f"zoo.tuning.seeds: {sorted(overlap)} are also reported seeds; tune on seeds the reported runs do not use")
