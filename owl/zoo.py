@@ -2,7 +2,8 @@
 
 Two sections of a config's ``zoo``:
 - ``zoo_tuning``: every allocator's range hyperparameter at each of ``zoo.tuning.values`` (the same
-  number of values for every allocator), on calibration seeds the reported runs do not use,
+  number of values for every allocator), for ``zoo.tuning.methods`` (the other methods' reported
+  runs take the first tuned method's values: :func:`tuned_with`), on calibration seeds the reported runs do not use,
   evaluated on WikiText-2 *validation* (``eval_limit`` windows). :func:`choose_tuned` picks, per
   (model, method, allocator), the value of lowest geometric-mean validation perplexity over the
   tuning seeds: a rule fixed before any trial ran. ``zoo.tuned`` in the config holds that choice and
@@ -59,12 +60,25 @@ def reported_seeds(zoo: dict) -> dict[str, list[int]]:
     return {model: list((seeds.get(model, []) if isinstance(seeds, dict) else seeds) or []) for model in zoo["models"]}
 
 
+def tuning_methods(zoo: dict) -> list[str]:
+    """The pruning methods with tuning trials: ``zoo.tuning.methods``, default every zoo method."""
+    return list(((zoo.get("tuning") or {}).get("methods")) or zoo["methods"])
+
+
+def tuned_with(zoo: dict, method: str) -> str:
+    """The method whose tuned values ``method``'s reported runs take: itself when it has trials,
+    else the first tuned method (every official code uses one value for Wanda and SparseGPT)."""
+    methods = tuning_methods(zoo)
+    return method if method in methods else methods[0]
+
+
 def reported_settings(zoo: dict, model: str, method: str) -> list[tuple[str, float | None, str]]:
     """``(allocation, value, origin)`` of a model's reported zoo runs for ``method``: uniform, every
-    allocator at its paper default and at its tuned value (``zoo.tuned``), without repeats; origin
-    is ``default``, ``tuned`` or ``default, tuned`` when they coincide."""
+    allocator at its paper default and at its tuned value (``zoo.tuned``, tuned with
+    :func:`tuned_with`), without repeats; origin is ``default``, ``tuned`` or ``default, tuned``
+    when they coincide."""
     out: dict[tuple[str, float | None], list[str]] = {}
-    tuned = ((zoo.get("tuned") or {}).get(model) or {}).get(method) or {}
+    tuned = ((zoo.get("tuned") or {}).get(model) or {}).get(tuned_with(zoo, method)) or {}
     for allocation in zoo["allocators"]:
         allocator = get_allocator(allocation)
         if allocator.hyperparameter is None:
@@ -108,7 +122,7 @@ def expand_zoo(cfg: dict, models: dict) -> dict[tuple[str, str], dict]:
     tuning = zoo.get("tuning") or {}
     for model in tuning.get("models", []):
         settings = {**base, "eval_dataset": TUNING_DATASET, "eval_limit": tuning.get("eval_limit")}
-        for method in zoo["methods"]:
+        for method in tuning_methods(zoo):
             for allocation, values in (tuning.get("values") or {}).items():
                 for rank, value in enumerate(values):
                     for seed in tuning["seeds"]:
@@ -140,12 +154,17 @@ def check_zoo(cfg: dict) -> None:
     for model in list(zoo["models"]) + list(tuning.get("models", [])):
         if model not in cfg["models"]:
             raise OwlError(f"zoo: model {model!r} is not a key of models")
+    for method in tuning.get("methods") or []:
+        if method not in zoo["methods"]:
+            raise OwlError(f"zoo.tuning.methods: {method!r} is not one of zoo.methods ({', '.join(zoo['methods'])})")
     reported = {s for seeds in reported_seeds(zoo).values() for s in seeds}
     overlap = reported & set(tuning.get("seeds", []))
     if overlap:
         raise OwlError(f"zoo.tuning.seeds: {sorted(overlap)} are also reported seeds; tune on seeds the reported runs do not use")
     for model, methods in (zoo.get("tuned") or {}).items():
         for method, chosen in methods.items():
+            if method not in tuning_methods(zoo):
+                raise OwlError(f"zoo.tuned.{model}.{method}: {method} has no tuning trials (zoo.tuning.methods)")
             for allocation in chosen:
                 if allocation not in values:
                     raise OwlError(f"zoo.tuned.{model}.{method}.{allocation}: no tuning trials for {allocation}")

@@ -69,6 +69,18 @@ def test_tuning_batches_go_round_by_round_before_the_reported_seeds():
                           "zoo m seed 0", "zoo m seed 1"]
 
 
+def test_a_method_without_trials_takes_the_values_tuned_with_the_first_tuned_method():
+    tuning = {"models": ["m"], "methods": ["wanda"], "seeds": [100], "values": {"dlp": [0.1, 0.15], "atp": [0.005, 0.01]}}
+    cfg = config(tuning=tuning, tuned={"m": {"wanda": {"dlp": 0.1, "atp": 0.01}}})
+    runs = expand_zoo(cfg, grid.model_specs(cfg))
+    assert not any(name.startswith("tune_sparsegpt") for _, name in runs)  # 1 method x 2 allocators x 2 values
+    assert sum(r["sections"] == ["zoo_tuning"] for r in runs.values()) == 4
+    sparsegpt = reported_settings(cfg["zoo"], "m", "sparsegpt")
+    assert ("dlp", 0.1, "tuned") in sparsegpt and ("atp", 0.01, "tuned") in sparsegpt
+    assert sparsegpt == reported_settings(cfg["zoo"], "m", "wanda")
+    assert ("m", "zoo_sparsegpt_dlp_s0.7_a0.1_seed1") in runs
+
+
 def test_zoo_runs_stay_out_of_the_paper_sections():
     cfg = config()
     runs = grid.expand_grid(cfg, grid.model_specs(cfg))
@@ -81,6 +93,10 @@ def test_zoo_runs_stay_out_of_the_paper_sections():
     ({"tuning": {"models": ["m"], "seeds": [9], "values": {"dlp": [0.1], "atp": [0.01, 0.02]}}}, "same trial budget"),
     ({"tuning": {"models": ["m"], "seeds": [9], "values": {"uniform": [0.1]}}}, "zoo.tuning.values.uniform"),
     ({"tuned": {"m": {"wanda": {"dlp": 0.1}}}, "tuning": None}, "zoo.tuned.m.wanda.dlp: no tuning trials"),
+    ({"tuning": {"models": ["m"], "methods": ["magnitude"], "seeds": [9], "values": {"dlp": [0.1]}}},
+     "zoo.tuning.methods: 'magnitude' is not one of zoo.methods (wanda, sparsegpt)"),
+    ({"tuning": {"models": ["m"], "methods": ["wanda"], "seeds": [9], "values": {"dlp": [0.1]}},
+      "tuned": {"m": {"sparsegpt": {"dlp": 0.1}}}}, "zoo.tuned.m.sparsegpt: sparsegpt has no tuning trials"),
 ])
 def test_bad_zoo_configs_are_one_line(change, message):
     with pytest.raises(grid.ConfigError, match=None) as caught:

@@ -189,6 +189,18 @@ def test_tuning_table_says_when_the_config_disagrees_or_trials_are_missing(tmp_p
     assert "zoo.tuned differs from the choice: A Wanda OWL: 0.08 chosen, zoo.tuned has 0.04; A Wanda ATP: 0.01 chosen, zoo.tuned has nothing" in text
 
 
+def test_sparsegpt_takes_wandas_tuned_values_and_the_notes_say_so(tmp_path):
+    spec = zoo_spec()
+    spec["zoo"]["methods"] = ["wanda", "sparsegpt"]
+    spec["zoo"]["tuning"]["methods"] = ["wanda"]
+    sparsegpt = [zoo_result("a", "sparsegpt", a, ppls[s], s, v) for (a, v), ppls in PPL.items() for s in range(3)]
+    runs = report.load_runs(trial_results() + zoo_results() + sparsegpt)
+    written = zoo_report.build_zoo_tables(runs, spec, tmp_path)
+    assert "SparseGPT take the values tuned with Wanda" in written["zoo"]["markdown"]
+    assert "| A | SparseGPT | DLP | tuned (α=0.05) |" in written["zoo"]["markdown"]
+    assert set(zoo_report.tuning_cells(runs, spec)["method"]) == {"wanda"}  # no SparseGPT trials to show
+
+
 # ---- files ----------------------------------------------------------------------------------
 def test_zoo_files_follow_the_spec(tmp_path):
     assert report.table_files(zoo_spec(), ["zoo"]) == ["zoo_tuning.md", "zoo_tuning.csv", "zoo.md", "zoo.csv"]

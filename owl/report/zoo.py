@@ -28,7 +28,7 @@ from owl.report.cells import protocol, seed_values
 from owl.report.common import fmt, method_label, near, num, pct, safe_name
 from owl.report.runs import model_entries, model_label, zoo_runs
 from owl.uncertainty import CONFIDENCE, pair_by_seed, ratio_interval, summarise_cell
-from owl.zoo import HYPER_SYMBOLS, TUNING_DATASET, choose_tuned, reported_settings, trial_records
+from owl.zoo import HYPER_SYMBOLS, TUNING_DATASET, choose_tuned, reported_settings, trial_records, tuned_with, tuning_methods
 
 REFERENCES = ("uniform", "owl")  # what every setting is paired with: uniform, and OWL at its paper default
 ORIGIN_LABELS = {"default": "paper default", "tuned": "tuned", "default, tuned": "paper default = tuned"}
@@ -217,6 +217,10 @@ def zoo_notes(cells: pd.DataFrame, spec: dict) -> list[str]:
         tuning = zoo["tuning"]
         notes.append(f"Tuned: the value of lowest geometric-mean WikiText-2 validation perplexity at {_seeds(tuning['seeds'])} "
                      "(the zoo_tuning table), which no reported run uses.")
+        borrowed = [m for m in zoo["methods"] if tuned_with(zoo, m) != m]
+        if borrowed:
+            notes.append(f"{', '.join(method_label(m) for m in borrowed)} take the values tuned with "
+                         f"{method_label(tuned_with(zoo, borrowed[0]))}, as every official code uses one value for both.")
     from owl.report.tables import mixed_protocol_notes
 
     notes.extend(mixed_protocol_notes(cells))
@@ -240,7 +244,7 @@ def tuning_cells(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
     choice = choose_tuned(tuning_trials(runs))
     rows = []
     for model in model_entries(spec, tuning_models(spec)):
-        for method in zoo["methods"]:
+        for method in tuning_methods(zoo):
             for allocation, values in zoo["tuning"]["values"].items():
                 chosen = choice.get(model["key"], {}).get(method, {}).get(allocation)
                 gmeans = {} if chosen is None else chosen["values"]
