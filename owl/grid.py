@@ -326,18 +326,63 @@ def run_batches(cfg: dict, runs: dict) -> list[tuple[str, list[tuple[str, str]]]
     return batches
 
 
+def grid_status(runs: dict, batches: list[tuple[str, list[tuple[str, str]]]], seconds: dict) -> list[dict]:
+    """Per unfinished batch: runs done and left, and the CPU seconds its missing runs should take
+    (None where unknown). ``seconds``: the finished runs' total times by run key. A missing run is
+    estimated by the median time of the finished runs of its model and first section (a tuning
+    trial and a reported run cost differently), never by another section's."""
+    by_group: dict[tuple, list[float]] = {}
+    for key, total in seconds.items():
+        by_group.setdefault((key[0], runs[key]["sections"][0]), []).append(float(total))
+
+    def median(values):
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    rows = []
+    for label, keys in batches:
+        missing = [k for k in keys if k not in seconds]
+        if not missing:
+            continue
+        estimates = [by_group.get((k[0], runs[k]["sections"][0])) for k in missing]
+        rows.append({"batch": label, "done": len(keys) - len(missing), "runs": len(keys),
+                     "cpu_s": None if any(e is None for e in estimates) else sum(median(e) for e in estimates),
+                     "basis": sorted({len(e) for e in estimates if e is not None})})
+    return rows
+
+
+def format_status(rows: list[dict], jobs_at_once: int) -> str:
+    """The table ``python -m owl.grid status`` prints, with the wall time at ``jobs_at_once`` jobs."""
+    lines = [f"{'batch':<52} {'done':>7} {'CPU h left':>10}"]
+    known = [r["cpu_s"] for r in rows if r["cpu_s"] is not None]
+    for r in rows:
+        hours = "unknown" if r["cpu_s"] is None else f"{r['cpu_s'] / 3600:.1f}"
+        lines.append(f"{r['batch']:<52} {r['done']:>3}/{r['runs']:<3} {hours:>10}")
+    left = sum(r["runs"] - r["done"] for r in rows)
+    unknown = sum(r["runs"] - r["done"] for r in rows if r["cpu_s"] is None)
+    total = sum(known) / 3600
+    lines.append(f"{left} runs left: {total:.1f} CPU hours for those with an estimate, about {total / jobs_at_once:.1f} h "
+                 f"at {jobs_at_once} jobs at once" + (f"; {unknown} runs in batches with no finished run of their kind yet" if unknown else "")
+                 + ". Estimates: the median time of finished runs of the same model and section, on whatever CPU ran them.")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     """``python -m owl.grid batches CONFIG [--results DIR]``: one line per batch of CONFIG's grid
-    whose runs are not all finished, ``<label>\t<result.json paths>`` (what ``make seed-grid`` runs)."""
+    whose runs are not all finished, ``<label>\t<result.json paths>`` (what ``make seed-grid`` runs).
+    ``python -m owl.grid status CONFIG [--jobs N]``: what is left of it, with a time estimate."""
     import argparse
+    import json
     from pathlib import Path
 
     import yaml
 
     parser = argparse.ArgumentParser(prog="python -m owl.grid")
-    parser.add_argument("command", choices=["batches"])
+    parser.add_argument("command", choices=["batches", "status"])
     parser.add_argument("config")
     parser.add_argument("--results", default=None, help="results folder (default: the config's results_dir/name)")
+    parser.add_argument("--jobs", type=int, default=2, help="status: prune jobs at once, for the wall time (default 2)")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
     try:
@@ -345,7 +390,18 @@ def main(argv=None) -> int:
     except (OSError, yaml.YAMLError, ConfigError) as err:
         parser.exit(2, f"python -m owl.grid: error: {args.config}: {err}\n".replace("\n", " ").rstrip() + "\n")
     out = Path(args.results or f"{cfg['results_dir']}/{cfg.get('name') or Path(args.config).stem}")
-    for label, keys in run_batches(cfg, expand_grid(cfg, model_specs(cfg))):
+    runs = expand_grid(cfg, model_specs(cfg))
+    if args.command == "status":
+        if args.jobs < 1:
+            parser.exit(2, f"python -m owl.grid: error: --jobs {args.jobs}: must be at least 1\n")
+        seconds = {}
+        for model, run in runs:
+            path = out / "runs" / model / run / "result.json"
+            if path.exists():
+                seconds[(model, run)] = json.loads(path.read_text())["timings_s"]["total"]
+        print(format_status(grid_status(runs, run_batches(cfg, runs), seconds), args.jobs))
+        return 0
+    for label, keys in run_batches(cfg, runs):
         paths = [out / "runs" / model / run / "result.json" for model, run in keys]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:

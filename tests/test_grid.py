@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,31 @@ def test_the_batches_command_lists_only_unfinished_runs(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["main m uncalibrated", "main m seed 1"]
     assert lines[1].split("\t")[1] == str(tmp_path / "res" / "runs" / "m" / "wanda_s0.7_seed1" / "result.json")
+
+
+def test_status_estimates_what_is_left_from_finished_runs_of_the_same_kind(tmp_path, capsys):
+    cfg = config(models={"m": {"id": "tiny-model"}}, main={"sparsity": 0.7, "methods": ["wanda", "wanda_owl"], "seeds": [0, 1, 2]},
+                 sweep={"models": ["m"], "methods": ["wanda"], "sparsities": [0.5], "seeds": [0]}, ablation=None)
+    runs = runs_of(cfg)
+    batches = grid.run_batches(cfg, runs)
+    seconds = {("m", "wanda_s0.7_seed0"): 100.0, ("m", "wanda_owl_s0.7_m5_l0.08_seed0"): 300.0, ("m", "wanda_s0.7_seed1"): 500.0}
+    rows = grid.grid_status(runs, batches, seconds)
+    assert [r["batch"] for r in rows] == ["main m seed 1", "main m seed 2", "sweep m seed 0"]  # seed 0 is whole
+    # a main run is estimated by the median of the 3 finished main runs (300 s), never by a sweep run
+    assert rows[0] == {"batch": "main m seed 1", "done": 1, "runs": 2, "cpu_s": 300.0, "basis": [3]}
+    assert rows[1]["cpu_s"] == 600.0 and rows[2]["cpu_s"] is None  # no sweep run has finished
+    text = grid.format_status(rows, jobs_at_once=2)
+    assert "4 runs left: 0.2 CPU hours" in text and "about 0.1 h at 2 jobs at once; 1 runs in batches with no finished" in text
+    # through the command line, from result.json timings
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({"name": "c", "models": {"m": {"id": "tiny-model"}},
+                                        "main": {"sparsity": 0.7, "methods": ["wanda"], "seeds": [0, 1]}}))
+    done = tmp_path / "res" / "runs" / "m" / "wanda_s0.7_seed0" / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"timings_s": {"total": 7200.0}}))
+    assert grid.main(["status", str(cfg_path), "--results", str(tmp_path / "res"), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "main m seed 1" in out and "2.0" in out and "1 runs left: 2.0 CPU hours" in out and "main m seed 0 " not in out
 
 
 def test_the_batches_command_refuses_a_bad_config_in_one_line(tmp_path, capsys):
