@@ -1,6 +1,6 @@
 """Per-block sparsity allocation: the maps from a per-block statistic to per-block sparsities.
 
-Uniform, OWL (and its mixed N:M variant), DLP, AlphaPruning and ATP. Which statistic each one
+Uniform, OWL (and its mixed N:M variant), DLP, DSA, AlphaPruning and ATP. Which statistic each one
 ranks and how the run computes it is in :mod:`owl.allocators`; here are only the maps, pure
 functions of floats and tensors. The allocation arithmetic runs in Python floats (double
 precision) so that the mean-equals-target property holds to ~1e-15, independently of the
@@ -22,7 +22,11 @@ __all__ = [
     "uniform_sparsities",
     "owl_sparsities",
     "owl_nm_pruned_counts",
+    "centred_range_sparsities",
     "dlp_sparsities",
+    "dsa_importance",
+    "dsa_out_of_domain",
+    "dsa_sparsities",
     "alphapruning_sparsities",
     "atp_sparsities",
     "atp_beta_bound",
@@ -199,18 +203,34 @@ def owl_nm_pruned_counts(outlier_ratios: Sequence[float], n: int, m: int, lamda:
     return counts
 
 
+def centred_range_sparsities(keep: Sequence[float], target: float, half_range: float, allocator: str, flag: str) -> list[float]:
+    """The map DLP and DSA share (both inherit it from OWL's code): ``keep`` (a larger value keeps
+    more weights) is min-max scaled to ``[0, 2 half_range]`` and shifted so that the plain mean
+    density is ``1 - target``; the sparsity is ``1 - density``. The spread is exactly
+    ``2 half_range``, the plain mean exactly ``target``; the offset is set by the mean, not the
+    midpoint.
+
+    The kit differs from the official codes: a flat ``keep`` or ``half_range == 0`` (official: 0/0,
+    every ratio NaN) gives ``target`` everywhere; a block outside (0, 1) is refused
+    (:func:`check_block_sparsities`; official: clamped to 0.01 on the low side, nothing on the high
+    side). Arithmetic in double (official: float32 for DLP, float64 for DSA)."""
+    normalised = _minmax(list(keep))
+    if normalised is None or half_range == 0:
+        return [target] * len(keep)
+    spread = [2.0 * half_range * x for x in normalised]
+    mean = math.fsum(spread) / len(spread)
+    densities = [x - mean + (1.0 - target) for x in spread]
+    return check_block_sparsities([1.0 - d for d in densities], allocator, flag, half_range, target)
+
+
 def dlp_sparsities(block_scores: Sequence[float], target: float, alpha: float) -> list[float]:
     """DLP's per-block sparsities (ICML 2025), the official code's formula.
 
     ``ironartisan/DLP`` @31d480f, ``lib/prune.py::get_dlp_ratios``: ``S_b`` is the block's mean
     Wanda score over all its linear weights together; ``r = 1 - S / sum S`` is min-max scaled to
-    ``[0, 2 alpha]`` and shifted so that the plain mean density is ``1 - target``. It returns
-    densities ``d_b``; the sparsity is ``1 - d_b``. A higher mean score is pruned MORE. The spread
-    is exactly ``2 alpha``; the plain mean is exactly ``target``.
-
-    The kit differs: all scores equal (official: 0/0, every ratio NaN) gives ``target`` everywhere;
-    a block outside (0, 1) is refused (:func:`check_block_sparsities`; official: clamped to 0.01 on
-    the low side, nothing on the high side). Arithmetic in double (official: float32).
+    ``[0, 2 alpha]`` and shifted so that the plain mean density is ``1 - target``
+    (:func:`centred_range_sparsities`). It returns densities ``d_b``; the sparsity is ``1 - d_b``.
+    A higher mean score is pruned MORE.
     """
     target = _check_target(target)
     alpha = _check_positive(alpha, "--dlp_alpha", "0.15")
@@ -218,14 +238,50 @@ def dlp_sparsities(block_scores: Sequence[float], target: float, alpha: float) -
     total = math.fsum(scores)
     if total == 0:
         return [target] * len(scores)
-    keep = [1.0 - x / total for x in scores]
-    normalised = _minmax(keep)
-    if normalised is None or alpha == 0:
-        return [target] * len(scores)
-    spread = [2.0 * alpha * x for x in normalised]
-    mean = math.fsum(spread) / len(spread)
-    densities = [x - mean + (1.0 - target) for x in spread]
-    return check_block_sparsities([1.0 - d for d in densities], "DLP", "--dlp_alpha", alpha, target)
+    return centred_range_sparsities([1.0 - x / total for x in scores], target, alpha, "DLP", "--dlp_alpha")
+
+
+def dsa_importance(variance: float) -> float:
+    """DSA's released expression on one block's statistic: ``asin(atan(variance))``.
+
+    ``lliai/DSA`` @a5ebe65, ``lib/autolayer.py::LayerEngine.compute_importance`` with the graph
+    ``W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)``: the post ops ATAN then ASIN, and a NaN result returned as
+    0.0. ``atan`` exceeds 1, outside ``asin``'s domain, for a variance above ``tan(1) = 1.5574``:
+    there the official value is NaN, hence 0.0, the least important (least pruned) a block can be.
+    An infinite variance lands there too (``atan(inf) = pi / 2``); the official "inf -> -1" rule
+    never fires for this expression, whose ``asin`` is bounded."""
+    bounded = math.atan(variance)
+    return math.asin(bounded) if bounded <= 1.0 else 0.0
+
+
+def dsa_out_of_domain(block_variances: Sequence[float]) -> list[int]:
+    """Blocks whose variance puts ``atan`` above 1, where DSA's expression is NaN (taken as 0.0)."""
+    return [i for i, v in enumerate(block_variances) if not math.atan(v) <= 1.0]
+
+
+def dsa_sparsities(block_variances: Sequence[float], target: float, lamda: float) -> list[float]:
+    """DSA's per-block sparsities (Li et al., NeurIPS 2024), its released expression as the official
+    code evaluates it.
+
+    ``lliai/DSA`` @a5ebe65, ``lib/prune_all.py::test_prune_wanda_outlier_use_var`` (``main.py``
+    ``--prune_method wanda_owl_search --graph_string "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"``):
+    ``var_b`` is the unbiased variance of ``ln|score|`` over all Wanda scores of block b
+    (:meth:`owl.statistics.CalibrationStatistics.log_score_variances`); the importance
+    ``I_b = asin(atan(var_b))`` (:func:`dsa_importance`, 0.0 outside asin's domain); ``1 - minmax(I)``
+    is mapped as DLP's ratios are (:func:`centred_range_sparsities`, ``half_range`` = ``--Lamda``,
+    default 0.08). A larger importance is pruned MORE. The graph's "(7)" sets ``LayerEngine.LAMBDA``,
+    which the map never reads.
+
+    The kit differs: all importances equal (official: NaN ratios) gives ``target``; a block outside
+    (0, 1) is refused (official: clamped to 0.01 on the low side, nothing on the high side).
+    """
+    target = _check_target(target)
+    lamda = _check_positive(lamda, "--dsa_lambda", "0.08")
+    variances = _check_ratios(block_variances, "DSA block variance")
+    normalised = _minmax([dsa_importance(v) for v in variances])
+    if normalised is None:
+        return [target] * len(variances)
+    return centred_range_sparsities([1.0 - x for x in normalised], target, lamda, "DSA", "--dsa_lambda")
 
 
 def alphapruning_sparsities(

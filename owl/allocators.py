@@ -3,21 +3,28 @@ the map from that statistic to per-block sparsities (:mod:`owl.allocation`).
 
 One registry, one pruning path: every allocator yields one sparsity per block, which every pruning
 method (magnitude, Wanda, SparseGPT) takes the same way. Statistics are shared: ``outlier_ratios``
-(OWL) and ``wanda_score_means`` (DLP) come from the dense calibration statistics cached per
-(model, seed); ``alpha_peak`` (AlphaPruning) from the weights alone, cached per model.
+(OWL), ``wanda_score_means`` (DLP) and ``wanda_log_variances`` (DSA) come from the dense
+calibration statistics cached per (model, seed); ``alpha_peak`` (AlphaPruning) from the weights
+alone, cached per model.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from owl.allocation import alphapruning_sparsities, atp_sparsities, dlp_sparsities, owl_sparsities, uniform_sparsities
+from owl.allocation import (
+    alphapruning_sparsities, atp_sparsities, dlp_sparsities, dsa_out_of_domain, dsa_sparsities, owl_sparsities, uniform_sparsities,
+)
 from owl.errors import OwlError
 
+log = logging.getLogger(__name__)
+
 # What an allocator ranks. "calibration": needs the dense statistics pass; "weights": the weights only.
-STATISTIC_SOURCES = {"none": None, "outlier_ratios": "calibration", "wanda_score_means": "calibration", "alpha_peak": "weights"}
+STATISTIC_SOURCES = {"none": None, "outlier_ratios": "calibration", "wanda_score_means": "calibration",
+                     "wanda_log_variances": "calibration", "alpha_peak": "weights"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,17 @@ def _dlp(scores, target, value, block_params, settings):
     return dlp_sparsities(scores, target, value)
 
 
+def _dsa(scores, target, value, block_params, settings):
+    outside = dsa_out_of_domain(scores)
+    if outside:
+        # As released (NaN -> 0.0), but never silently: 12 of SmolLM2-135M's 30 blocks, all of Gemma-3-270M's.
+        consequence = ("every block ties, so the allocation is uniform" if len(outside) == len(scores)
+                       else "as released it treats them as least important (least pruned)")
+        log.warning("DSA: blocks %s have a log-score variance above tan(1) = 1.5574, outside asin's domain in the "
+                    "official expression asin(atan(var)); %s", ", ".join(str(i) for i in outside), consequence)
+    return dsa_sparsities(scores, target, value)
+
+
 def _alphapruning(scores, target, value, block_params, settings):
     return alphapruning_sparsities(scores, target, value, block_params)
 
@@ -71,6 +89,11 @@ ALLOCATORS: dict[str, Allocator] = {a.name: a for a in (
     # DLP's scripts use alpha 0.15 with Wanda at 70% only; its cached ratios serve every method.
     Allocator("dlp", "DLP", "wanda_score_means", "dlp_alpha", "--dlp_alpha", {"magnitude": 0.15, "wanda": 0.15, "sparsegpt": 0.15},
               "ironartisan/DLP @31d480f, lib/prune.py::get_dlp_ratios", _dlp),
+    # DSA's official code runs its expression through Wanda only (wanda_owl_search); --Lamda's default
+    # 0.08 (main.py, the README's command) is its only value and does not depend on the method.
+    Allocator("dsa", "DSA", "wanda_log_variances", "dsa_lambda", "--dsa_lambda", {"magnitude": 0.08, "wanda": 0.08, "sparsegpt": 0.08},
+              "lliai/DSA @a5ebe65, lib/autolayer.py::LayerEngine, lib/prune_all.py::test_prune_wanda_outlier_use_var "
+              "(graph W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7))", _dsa),
     # AlphaPruning's LLaMA-7B scripts (scripts/llama-7b/*.sh): epsilon 0.3 magnitude, 0.2 Wanda and SparseGPT.
     Allocator("alphapruning", "AlphaPruning", "alpha_peak", "epsilon", "--epsilon", {"magnitude": 0.3, "wanda": 0.2, "sparsegpt": 0.2},
               "haiquanlu/AlphaPruning @5f0e984, lib/esd_utils.py::net_esd_estimator, lib/prune.py::ww_sparsity", _alphapruning),

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--allocation", default=None, help=f"layerwise sparsity: {', '.join(ALLOCATIONS)} (default: the one --prune_method names, e.g. wanda_owl, else uniform)")
     prune.add_argument("--dlp_alpha", type=float, default=None, help="DLP's range alpha: block sparsities spread over 2 alpha (default: its scripts' 0.15)")
     prune.add_argument("--dlp_reduce", default=defaults.dlp_reduce, help=f"DLP's block statistic: {', '.join(DLP_REDUCTIONS)} Wanda score (mean: its code; median: its paper)")
+    prune.add_argument("--dsa_lambda", type=float, default=None, help="DSA's range lambda: block sparsities spread over 2 lambda (default: its --Lamda 0.08)")
     prune.add_argument("--epsilon", type=float, default=None, help="AlphaPruning's range: ratios in [1 - eps, 1 + eps] (default: its LLaMA-7B scripts: 0.3 magnitude, 0.2 Wanda and SparseGPT)")
     prune.add_argument("--beta", type=float, default=None, help="ATP's step: sparsity rises by beta per block (required with --allocation atp)")
     prune.add_argument("--use_variant", action="store_true", help="Wanda variant: per-row cumulative-score threshold")
@@ -88,7 +89,7 @@ def _settings_from_args(args: argparse.Namespace) -> PruneSettings:
         seqlen=args.seqlen, seed=args.seed, use_variant=args.use_variant, cache_dir=args.cache_dir, save=args.save,
         save_model=args.save_model, device=args.device, dtype=args.dtype or default_dtype(args.device), eval_dtype=args.eval_dtype, forward_dtype=args.forward_dtype, eval_limit=args.eval_limit,
         eval_dataset=None if args.no_eval else args.eval_dataset, calib_dataset=args.calib_dataset,
-        allocation=args.allocation, dlp_alpha=args.dlp_alpha, dlp_reduce=args.dlp_reduce, epsilon=args.epsilon, beta=args.beta,
+        allocation=args.allocation, dlp_alpha=args.dlp_alpha, dlp_reduce=args.dlp_reduce, dsa_lambda=args.dsa_lambda, epsilon=args.epsilon, beta=args.beta,
         calib_batch_size=args.calib_batch_size, eval_batch_size=args.eval_batch_size, stats_path=args.stats_path,
         attn_implementation=args.attn_implementation,
         owl_weighting=args.owl_weighting, sparsegpt_blocksize=args.sparsegpt_blocksize,

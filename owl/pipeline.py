@@ -207,6 +207,8 @@ def allocation_scores(settings: PruneSettings, ctx: RunContext, stats: Calibrati
         return stats.outlier_ratios(ctx.linear_layers(), settings.Hyper_m, device=ctx.device)
     if statistic == "wanda_score_means":
         return stats.score_means(ctx.linear_layers(), settings.dlp_reduce, device=ctx.device)
+    if statistic == "wanda_log_variances":
+        return stats.log_score_variances(ctx.linear_layers(), device=ctx.device)
     if statistic == "alpha_peak":
         return block_means(weight_alphas(ctx, settings.model, ctx.dtype))
     return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from owl.errors import OwlError
 
 BASE_METHODS = ("magnitude", "wanda", "sparsegpt")
-ALLOCATIONS = ("uniform", "owl", "dlp", "alphapruning", "atp")  # owl.allocators.ALLOCATORS
+ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "alphapruning", "atp")  # owl.allocators.ALLOCATORS
 # The paper code's names (wanda_owl, ...) and the same for every allocator (wanda_dlp, ...): an alias
 # of --prune_method <base> --allocation <allocator>.
 PRUNE_METHODS = (
@@ -99,6 +99,7 @@ class PruneSettings:
     allocation: str | None = None  # None: from --prune_method (owl for *_owl, ...), else uniform
     dlp_alpha: float | None = None  # None: DLP's scripts' 0.15
     dlp_reduce: str = "mean"
+    dsa_lambda: float | None = None  # None: DSA's --Lamda default 0.08
     epsilon: float | None = None  # None: AlphaPruning's LLaMA-7B script value for the method
     beta: float | None = None  # ATP has no default
     sparsegpt_blocksize: int = 128
@@ -143,6 +144,7 @@ class PruneSettings:
         name = self.allocation_name
         params = {"owl": {"Hyper_m": self.Hyper_m, "Lamda": self.Lamda, "owl_weighting": self.owl_weighting},
                   "dlp": {"dlp_alpha": self.allocation_value, "dlp_reduce": self.dlp_reduce},
+                  "dsa": {"dsa_lambda": self.allocation_value},
                   "alphapruning": {"epsilon": self.allocation_value},
                   "atp": {"beta": self.allocation_value}}
         return params.get(name, {})
@@ -212,7 +214,7 @@ class PruneSettings:
             )
         if self.dlp_reduce not in DLP_REDUCTIONS:
             raise OwlError(f"--dlp_reduce {self.dlp_reduce!r} is not allowed; choose one of {', '.join(DLP_REDUCTIONS)}")
-        for name, low, high in (("dlp_alpha", 0, 0.5), ("epsilon", 0, 1), ("beta", 0, 1)):
+        for name, low, high in (("dlp_alpha", 0, 0.5), ("dsa_lambda", 0, 0.5), ("epsilon", 0, 1), ("beta", 0, 1)):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and low <= value < high):
                 raise OwlError(f"--{name} {value!r} is not allowed; it must lie in [{low}, {high})")

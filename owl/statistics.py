@@ -70,6 +70,29 @@ def _gathered_rows(parts: list[torch.Tensor], workspace: Workspace | None, squar
     return _rows_into(buffer, parts, square)
 
 
+def _log_abs(scores: torch.Tensor) -> torch.Tensor:
+    """``ln|x|`` in float64, zeros taken as 1 (``ln 1 = 0``), as DSA's ABSLOG op does."""
+    x = scores.detach().double().abs()
+    return torch.where(x == 0, torch.ones_like(x), x).log()
+
+
+def log_score_variance(scores: list[torch.Tensor]) -> float:
+    """Unbiased variance of ``ln|x|`` over all entries of ``scores`` together (one block's Wanda
+    scores, treated as their concatenation without materialising it), zeros taken as 1 first: DSA's
+    ABSLOG then VAR (``lliai/DSA`` @a5ebe65, ``lib/autolayer.py::element_wise_abslog_op``, then
+    ``torch.var``). Two passes (mean, then squared deviations), in float64 (official: float32)."""
+    count, total = 0, 0.0
+    for t in scores:
+        if not bool(torch.isfinite(t).all()):
+            raise OwlError("log_score_variance got NaN or infinite scores; the calibration statistics are broken")
+        count += t.numel()
+        total += float(_log_abs(t).sum())
+    if count < 2:
+        raise OwlError(f"log_score_variance needs at least 2 scores, got {count}")
+    mean = total / count
+    return sum(float(((_log_abs(t) - mean) ** 2).sum()) for t in scores) / (count - 1)
+
+
 class RowNormAccumulator:
     """Running mean over samples of the squared L2 norm of each input feature (Wanda's statistic)."""
 
@@ -195,6 +218,12 @@ class CalibrationStatistics:
             else:
                 raise OwlError(f"score reduction {reduce!r} is not allowed; choose mean or median")
         return means
+
+    def log_score_variances(self, blocks, device=None) -> list[float]:
+        """DSA's block statistic: the unbiased variance of ``ln|score|`` over all Wanda scores of each
+        block together (:func:`log_score_variance`), what its released expression ranks
+        (``lliai/DSA`` @a5ebe65, ``lib/prune_all.py::test_prune_wanda_outlier_use_var``)."""
+        return [log_score_variance(scores) for scores in self._block_scores(blocks, device)]
 
     def outlier_ratios(self, blocks, hyper_m: float, device=None) -> list[float]:
         """OWL's layerwise outlier distribution (percent per block) for threshold ``M``.

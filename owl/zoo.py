@@ -25,8 +25,8 @@ from owl.errors import OwlError
 
 ZOO_SECTIONS = ("zoo_tuning", "zoo")
 RUN_PREFIXES = {"tune_": "zoo_tuning", "zoo_": "zoo"}  # a zoo run's name says its section
-HYPER_TAGS = {"owl": "l", "dlp": "a", "alphapruning": "e", "atp": "b"}
-HYPER_SYMBOLS = {"owl": "λ", "dlp": "α", "alphapruning": "ε", "atp": "β"}  # as the papers write them
+HYPER_TAGS = {"owl": "l", "dlp": "a", "dsa": "d", "alphapruning": "e", "atp": "b"}
+HYPER_SYMBOLS = {"owl": "λ", "dlp": "α", "dsa": "λ", "alphapruning": "ε", "atp": "β"}  # as the papers write them
 TUNING_DATASET = "wikitext2_validation"
 
 

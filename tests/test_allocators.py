@@ -2,6 +2,7 @@
 laws, every allocator end to end through the CLI, and the statistics computed once."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -10,12 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from owl import pipeline
-from owl.allocation import alphapruning_sparsities, atp_beta_bound, atp_sparsities, dlp_sparsities
+from owl.allocation import (
+    alphapruning_sparsities, atp_beta_bound, atp_sparsities, dlp_sparsities, dsa_importance, dsa_out_of_domain, dsa_sparsities,
+)
 from owl.allocators import ALLOCATORS, allocate, block_means
 from owl.cli import main
 from owl.errors import OwlError
 from owl.settings import PruneSettings
 from owl.spectrum import alpha_peak, esd_eigenvalues, layer_alpha
+from owl.statistics import CalibrationStatistics, log_score_variance
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 scores = st.lists(st.floats(0.01, 100, allow_nan=False), min_size=2, max_size=40).filter(lambda xs: max(xs) > min(xs) * 1.0001)
@@ -26,6 +30,55 @@ def test_dlp_by_hand():
     # S = [1, 2, 3, 6]: r = 1 - S/12 = [11, 10, 9, 6]/12, min-max [1, .8, .6, 0], x 0.3 = [.3, .24, .18, 0],
     # mean .18, densities [.42, .36, .30, .12] -> sparsities [.58, .64, .70, .88]
     assert dlp_sparsities([1, 2, 3, 6], 0.7, 0.15) == pytest.approx([0.58, 0.64, 0.70, 0.88], abs=1e-12)
+
+
+def test_dsa_by_hand():
+    # ln|x| of [.5, 1, 2, 4] is ln2 [-1, 0, 1, 2]: deviations ln2 [-1.5, -.5, .5, 1.5], variance 5 ln2^2 / 3;
+    # [1, 1, 1, 3]: [0, 0, 0, ln3], variance (3 (ln3/4)^2 + (3 ln3/4)^2) / 3 = ln3^2 / 4; [2, 2, 2, 2]: 0
+    blocks = [[0.5, 1, 2, 4], [1, 1, 1, 3], [0.1, 0.2, 0.3, 0.4], [2, 2, 2, 2]]
+    variances = [log_score_variance([torch.tensor(b[:2]), torch.tensor(b[2:])]) for b in blocks]  # a block's linears together
+    assert variances[0] == pytest.approx(5 * math.log(2) ** 2 / 3, rel=1e-12)
+    assert variances[1] == pytest.approx(math.log(3) ** 2 / 4, rel=1e-12)
+    assert variances[3] == 0.0
+    importance = [dsa_importance(v) for v in variances]  # asin(atan(var)), every block inside asin's domain
+    assert importance == pytest.approx([0.741237, 0.297415, 0.354154, 0.0], abs=1e-6)
+    # 1 - minmax(I) = [0, .5988, .5222, 1] x 0.16, mean .084839; sparsity 1 - (r - mean + 0.3)
+    assert dsa_sparsities(variances, 0.7, 0.08) == pytest.approx([0.784839, 0.689037, 0.701285, 0.624839], abs=1e-6)
+    assert dsa_sparsities(variances, 0.7, 0.08)[0] == pytest.approx(0.7 + 0.16 * (0.59876 + 0.52221 + 1) / 4, abs=1e-5)
+
+
+def test_dsa_statistic_takes_zero_scores_as_one():
+    # ABSLOG replaces zeros by 1 (ln 1 = 0) before the variance: [0, e, e^2] has logs [0, 1, 2], variance 1
+    logs_0_1_2 = [torch.tensor([0.0, math.e], dtype=torch.float64), torch.tensor([math.e ** 2], dtype=torch.float64)]
+    assert log_score_variance(logs_0_1_2) == pytest.approx(1.0, rel=1e-12)
+    with pytest.raises(OwlError, match="NaN or infinite"):
+        log_score_variance([torch.tensor([1.0, float("inf")])])
+    with pytest.raises(OwlError, match="at least 2"):
+        log_score_variance([torch.tensor([1.0])])
+
+
+def test_dsa_outside_asin_domain_is_least_pruned_as_released():
+    # atan(var) > 1 for var > tan(1) = 1.5574: the official expression is NaN there, returned as 0.0
+    assert dsa_importance(math.tan(1.0) * (1 - 1e-12)) == pytest.approx(math.pi / 2, abs=1e-5)
+    assert dsa_importance(1.56) == 0.0 and dsa_importance(math.inf) == 0.0
+    variances = [1.0, 1.4, 1.6, 3.0]
+    assert dsa_out_of_domain(variances) == [2, 3]
+    out = dsa_sparsities(variances, 0.7, 0.08)
+    assert out[2] == out[3] == min(out)  # the largest variances, pruned least
+    assert out == pytest.approx(dsa_sparsities([1.0, 1.4, 0.0, 0.0], 0.7, 0.08), abs=1e-15)
+    assert dsa_sparsities([1.6, 2.0, 3.3], 0.6, 0.08) == [0.6] * 3  # every block outside: they tie, uniform
+
+
+def test_dsa_warns_once_naming_the_blocks_outside_the_domain(caplog):
+    with caplog.at_level(logging.WARNING, logger="owl.allocators"):
+        out = allocate("dsa", [1.0, 1.4, 1.6, 3.0], 0.7, 0.08, [10] * 4, PruneSettings())
+    assert out == dsa_sparsities([1.0, 1.4, 1.6, 3.0], 0.7, 0.08)
+    assert len(caplog.records) == 1 and "blocks 2, 3 " in caplog.text and "least pruned" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="owl.allocators"):
+        allocate("dsa", [1.0, 1.4], 0.7, 0.08, [10] * 2, PruneSettings())
+        allocate("dsa", [1.6, 2.0], 0.7, 0.08, [10] * 2, PruneSettings())
+    assert len(caplog.records) == 1 and "blocks 0, 1 " in caplog.text and "uniform" in caplog.text
 
 
 def test_alphapruning_by_hand():
@@ -59,6 +112,17 @@ def test_dlp_mean_range_and_direction(values, target, alpha):
 
 
 @FAST
+@given(st.lists(st.floats(0, 1.55), min_size=2, max_size=40).filter(lambda xs: max(xs) > min(xs) + 1e-3),
+       st.floats(0.3, 0.7), st.floats(0.001, 0.1))
+def test_dsa_mean_range_and_direction(variances, target, lamda):
+    out = dsa_sparsities(variances, target, lamda)  # every variance inside asin's domain
+    assert math.fsum(out) / len(out) == pytest.approx(target, abs=1e-12)
+    assert max(out) - min(out) == pytest.approx(2 * lamda, abs=1e-9)
+    order = sorted(range(len(variances)), key=lambda i: variances[i])
+    assert all(out[a] <= out[b] + 1e-12 for a, b in zip(order, order[1:]))  # a larger variance is pruned more
+
+
+@FAST
 @given(scores, st.floats(0.3, 0.7), st.floats(0.01, 0.3))
 def test_alphapruning_mean_range_and_direction(values, target, epsilon):
     out = alphapruning_sparsities(values, target, epsilon)
@@ -80,12 +144,15 @@ def test_atp_mean_step_and_direction(blocks, target, fraction):
 def test_equal_statistics_or_zero_range_give_uniform():
     assert dlp_sparsities([2, 2, 2], 0.6, 0.15) == [0.6] * 3
     assert dlp_sparsities([1, 2, 3], 0.6, 0.0) == [0.6] * 3
+    assert dsa_sparsities([0.5, 0.5, 0.5], 0.6, 0.08) == [0.6] * 3
+    assert dsa_sparsities([0.1, 0.5, 0.9], 0.6, 0.0) == [0.6] * 3
     assert alphapruning_sparsities([3, 3], 0.6, 0.2) == [0.6] * 2
     assert atp_sparsities(5, 0.6, 0.0) == [0.6] * 5
 
 
 def test_every_allocator_refuses_a_block_outside_0_1_the_same_way():
     cases = [("dlp", [1, 2, 3, 60], 0.9, 0.2), ("alphapruning", [1, 2, 3, 60], 0.9, 0.5), ("owl", [1, 2, 3, 60], 0.9, 0.2),
+             ("dsa", [0.1, 0.2, 0.3, 1.5], 0.9, 0.2),
              ("atp", None, 0.5, 1 / 3)]  # ATP's bound itself: the first block at 0
     for name, values, target, value in cases:
         with pytest.raises(OwlError, match=r"allocation puts block \d+ at sparsity .* outside \(0, 1\)"):
@@ -93,7 +160,8 @@ def test_every_allocator_refuses_a_block_outside_0_1_the_same_way():
 
 
 def test_registry_names_its_statistic_and_defaults():
-    assert set(ALLOCATORS) == {"uniform", "owl", "dlp", "alphapruning", "atp"}
+    assert set(ALLOCATORS) == {"uniform", "owl", "dlp", "dsa", "alphapruning", "atp"}
+    assert all(ALLOCATORS["dsa"].default_value(m) == 0.08 for m in ("magnitude", "wanda", "sparsegpt"))
     assert ALLOCATORS["alphapruning"].default_value("wanda") == 0.2 and ALLOCATORS["alphapruning"].default_value("magnitude") == 0.3
     assert ALLOCATORS["dlp"].default_value("sparsegpt") == 0.15 and ALLOCATORS["atp"].default_value("wanda") is None
     assert {a.statistic_source for a in ALLOCATORS.values()} == {None, "calibration", "weights"}
@@ -152,7 +220,7 @@ def run(model_dir, out, *flags):
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 def test_every_allocator_with_every_method(tiny_model_dirs, owl_env, method):
-    flags = {"uniform": [], "owl": ["--Lamda", "0.1"], "dlp": [], "alphapruning": [], "atp": ["--beta", "0.05"]}
+    flags = {"uniform": [], "owl": ["--Lamda", "0.1"], "dlp": [], "dsa": [], "alphapruning": [], "atp": ["--beta", "0.05"]}
     for name, extra in flags.items():
         result = run(tiny_model_dirs["llama"], owl_env / f"{method}-{name}", "--prune_method", method, "--sparsity_ratio", "0.5",
                      "--allocation", name, *extra)
@@ -187,7 +255,7 @@ def test_statistics_pass_once_for_every_allocator_and_spectra_once(tiny_model_di
 
     monkeypatch.setattr(pipeline, "compute_statistics", counting_statistics)
     monkeypatch.setattr(pipeline, "block_alphas", counting_alphas)
-    for i, flags in enumerate([["--allocation", "owl"], ["--allocation", "dlp"], ["--allocation", "dlp", "--dlp_reduce", "median"],
+    for i, flags in enumerate([["--allocation", "owl"], ["--allocation", "dlp"], ["--allocation", "dlp", "--dlp_reduce", "median"], ["--allocation", "dsa"],
                                ["--allocation", "alphapruning"], ["--allocation", "alphapruning", "--epsilon", "0.1"]]):
         run(tiny_model_dirs["llama"], owl_env / f"r{i}", "--prune_method", "wanda", "--sparsity_ratio", "0.5", *flags)
     assert calls == {"statistics": 1, "spectra": 1}
@@ -207,11 +275,61 @@ def test_dlp_ranks_the_mean_wanda_score_of_each_block(tiny_model_dirs, owl_env):
     assert result["layer_sparsities"] == pytest.approx(dlp_sparsities(result["allocation_scores"], 0.5, 0.15), abs=1e-12)
 
 
+def direct_log_score_variances(model_dir, statistics_path) -> list[float]:
+    """DSA's statistic computed the official way: concatenate the block's Wanda scores, zeros to 1,
+    ln|x|, torch.var (here in float64)."""
+    from owl.masks import wanda_scores
+    from owl.models import find_decoder_blocks, find_linear_sublayers, load_model
+
+    stats = CalibrationStatistics.load(statistics_path)
+    model, _ = load_model(str(model_dir), "float32")
+    variances = []
+    for block, rows in zip(find_decoder_blocks(model), stats.scaler_rows):
+        flat = torch.cat([wanda_scores(layer.weight, rows[name]).flatten() for name, layer in find_linear_sublayers(block).items()])
+        flat = flat.double()
+        flat[flat == 0] = 1
+        variances.append(float(torch.var(flat.abs().log())))
+    return variances
+
+
+def test_dsa_ranks_the_log_score_variance_of_each_block(tiny_model_dirs, owl_env, caplog):
+    with caplog.at_level(logging.WARNING, logger="owl.allocators"):
+        result = run(tiny_model_dirs["llama"], owl_env / "d", "--prune_method", "wanda_dsa", "--sparsity_ratio", "0.5")
+    assert result["allocation"] == "dsa" and result["allocation_params"] == {"dsa_lambda": 0.08}
+    variances = direct_log_score_variances(tiny_model_dirs["llama"], result["statistics_path"])
+    assert result["allocation_scores"] == pytest.approx(variances, rel=1e-9)
+    assert result["layer_sparsities"] == dsa_sparsities(result["allocation_scores"], 0.5, 0.08)
+    # A random tiny model's variances (3.4-3.8) all lie outside asin's domain: as released, a tie, so uniform; said once.
+    assert dsa_out_of_domain(variances) == [0, 1, 2, 3] and result["layer_sparsities"] == [0.5] * 4
+    assert [r.getMessage() for r in caplog.records if "DSA" in r.getMessage()] == [
+        "DSA: blocks 0, 1, 2, 3 have a log-score variance above tan(1) = 1.5574, outside asin's domain in the official "
+        "expression asin(atan(var)); every block ties, so the allocation is uniform"]
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_dsa_allocation_is_what_each_method_prunes(tiny_model_dirs, owl_env, monkeypatch, method):
+    # The tiny model's variances are all outside asin's domain (above); scaled by 1/4 they lie inside
+    # it (0.85-0.95), so the run prunes a non-uniform DSA allocation.
+    real = CalibrationStatistics.log_score_variances
+    monkeypatch.setattr(CalibrationStatistics, "log_score_variances", lambda self, *a, **k: [v / 4 for v in real(self, *a, **k)])
+    result = run(tiny_model_dirs["llama"], owl_env / method, "--prune_method", method, "--allocation", "dsa",
+                 "--dsa_lambda", "0.1", "--sparsity_ratio", "0.5")
+    sparsities, variances = result["layer_sparsities"], result["allocation_scores"]
+    assert sparsities == pytest.approx(dsa_sparsities(variances, 0.5, 0.1), abs=1e-15)
+    assert max(sparsities) - min(sparsities) == pytest.approx(0.2, abs=1e-12)
+    assert sparsities.index(max(sparsities)) == variances.index(max(variances))  # the largest variance is pruned most
+    assert result["layer_achieved_sparsities"] == pytest.approx(sparsities, abs=0.02)
+    assert result["allocation_params"] == {"dsa_lambda": 0.1}
+
+
 BAD = [
     (["--allocation", "bogus"], "--allocation 'bogus'"),
     (["--allocation", "atp"], "--allocation atp needs --beta"),
     (["--allocation", "atp", "--beta", "0.9"], "above ATP's bound"),
     (["--allocation", "dlp", "--dlp_alpha", "0.6"], "--dlp_alpha 0.6"),
+    (["--allocation", "dsa", "--dsa_lambda", "0.6"], "--dsa_lambda 0.6"),
+    (["--allocation", "dsa", "--dsa_lambda", "-0.1"], "--dsa_lambda -0.1"),
+    (["--prune_method", "wanda_dsa", "--sparsity_type", "2:4", "--sparsity_ratio", "0.5"], "does not apply the allocation to N:M"),
     (["--allocation", "alphapruning", "--epsilon", "1.5"], "--epsilon 1.5"),
     (["--allocation", "dlp", "--dlp_reduce", "max"], "--dlp_reduce 'max'"),
     (["--prune_method", "wanda_owl", "--allocation", "dlp"], "contradicts"),

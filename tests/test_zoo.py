@@ -8,7 +8,10 @@ import yaml
 
 from owl import grid
 from owl.errors import OwlError
-from owl.zoo import choose_tuned, expand_zoo, reported_settings, tuned_config
+from owl.allocators import ALLOCATORS
+from owl.report.zoo import ALLOCATOR_COLORS
+from owl.settings import ALLOCATIONS
+from owl.zoo import HYPER_SYMBOLS, HYPER_TAGS, choose_tuned, expand_zoo, reported_settings, tuned_config, zoo_point_id
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -121,3 +124,12 @@ def test_choice_is_the_lowest_geometric_mean_on_common_seeds():
     assert tuned_config(choice) == {"m": {"wanda": {"dlp": 0.2, "atp": 0.01}}}
     with pytest.raises(OwlError, match="no finite perplexity"):
         choose_tuned([{**trials[0], "ppl": float("nan")}])
+
+
+def test_every_allocator_is_known_everywhere_the_zoo_names_it():
+    tunable = {name for name, allocator in ALLOCATORS.items() if allocator.hyperparameter is not None}
+    assert tuple(ALLOCATORS) == ALLOCATIONS and set(ALLOCATOR_COLORS) == set(ALLOCATORS)
+    assert set(HYPER_TAGS) == set(HYPER_SYMBOLS) == tunable
+    assert len(set(HYPER_TAGS.values())) == len(HYPER_TAGS)  # a run name says which allocator it is
+    assert SCHEMA["properties"]["zoo"]["properties"]["allocators"]["items"]["enum"] == list(ALLOCATIONS)
+    assert zoo_point_id("tune", "wanda", "dsa", 0.7, 0.08, 5.0) == "tune_wanda_dsa_s0.7_d0.08"

@@ -23,7 +23,7 @@ N_BLOCKS = 4
 def zoo_result(model, method, allocation, ppl, seed, value=None, tuning=False, n_blocks=N_BLOCKS):
     """A result.json of a zoo run as run_prune writes it (the fields the report reads)."""
     prune_method = zoo.zoo_method(method, allocation)
-    hyper = {"owl": "Lamda", "dlp": "dlp_alpha", "alphapruning": "epsilon", "atp": "beta"}.get(allocation)
+    hyper = {"owl": "Lamda", "dlp": "dlp_alpha", "dsa": "dsa_lambda", "alphapruning": "epsilon", "atp": "beta"}.get(allocation)
     params = {} if hyper is None else {hyper: value}
     if allocation == "owl":
         params.update(Hyper_m=5.0, owl_weighting="blocks")

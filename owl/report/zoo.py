@@ -33,7 +33,7 @@ from owl.zoo import HYPER_SYMBOLS, TUNING_DATASET, choose_tuned, reported_settin
 REFERENCES = ("uniform", "owl")  # what every setting is paired with: uniform, and OWL at its paper default
 ORIGIN_LABELS = {"default": "paper default", "tuned": "tuned", "default, tuned": "paper default = tuned"}
 RATIO_FIELDS = ("ratio", "ratio_lower", "ratio_upper", "n_pairs", "wins")
-ALLOCATOR_COLORS = {"uniform": "k", "owl": "C3", "dlp": "C0", "alphapruning": "C2", "atp": "C1"}
+ALLOCATOR_COLORS = {"uniform": "k", "owl": "C3", "dlp": "C0", "dsa": "C4", "alphapruning": "C2", "atp": "C1"}
 
 
 # ---- what the spec holds ----------------------------------------------------------------------
