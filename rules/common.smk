@@ -320,15 +320,16 @@ def to_yaml(params):
 
 def papermill(notebook, executed="{log.notebook}", params_file="{params.params_file}", log="{log.log}", yaml_param="yaml"):
     """Shell command: write the rule's parameters (``params.yaml``) to a file and run
-    ``notebooks/<notebook>`` with papermill on them, output and errors to the log.
+    ``notebooks/<notebook>`` with papermill on them (owl.notebook_runner: a kernel that dies while
+    starting is started again), output and errors to the log.
 
     The executed notebook is a ``log:`` of its rule, so it is kept when the job fails (Snakemake
     deletes a failed job's outputs, not its logs); papermill writes it even when a cell raises.
     """
     return (
         f"mkdir -p \"$(dirname {params_file})\" && printf '%s\\n' {{params.{yaml_param}:q}} > {params_file} && "
-        f'"$OWL_PYTHON" -m papermill "$OWL_REPO/notebooks/{notebook}" {executed} -f {params_file} -k python3 '
-        f"--log-output --no-progress-bar >> {log} 2>&1"
+        f'"$OWL_PYTHON" -m owl.notebook_runner "$OWL_REPO/notebooks/{notebook}" {executed} -f {params_file} '
+        f">> {log} 2>&1"
     )
 
 
