@@ -95,8 +95,10 @@ def executed(tmp_path_factory):
         params_file = root / f"{name}.params.yaml"
         params_file.write_text(yaml.safe_dump(params[name]))
         out = root / f"{name}.executed.ipynb"
-        proc = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / f"{name}.ipynb"), str(out),
-                               "-f", str(params_file), "-k", "python3", "--no-progress-bar"],
+        # as the rules run them: papermill through owl.notebook_runner (a kernel start that loses the
+        # port race of two kernels starting at once is started again)
+        proc = subprocess.run([sys.executable, "-m", "owl.notebook_runner", str(REPO / "notebooks" / f"{name}.ipynb"), str(out),
+                               "-f", str(params_file)],
                               capture_output=True, text=True, env=env, cwd=root, timeout=600)
         return name, proc, out
 
