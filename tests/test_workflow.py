@@ -123,7 +123,33 @@ def grid_points(cfg: dict) -> set[tuple]:
             if method in report.OWL_BASELINE:  # the ablation's uniform reference, at every cell's seeds
                 seeds = sorted({k for m in ab["Hyper_m"] for lam in ab["Lamda"] for k in _cell_seeds(cfg, model, m, lam)})
                 add("ablation", model, report.OWL_BASELINE[method], sparsity, seeds=seeds)
-    points |= zero_shot_points(cfg)
+    points |= zero_shot_points(cfg) | zoo_points(cfg)
+    return points
+
+
+def zoo_points(cfg: dict) -> set[tuple]:
+    """The zoo's tuning trials and reported runs (owl/zoo.py), counted here from the config alone: a
+    trial per (tuning model, tuned method, allocator value, tuning seed); a reported run per (model,
+    method, allocator setting, seed), the setting its paper default or its tuned value."""
+    from owl.allocators import get_allocator
+
+    zoo, points = cfg.get("zoo") or {}, set()
+    tuning = zoo.get("tuning") or {}
+    methods = tuning.get("methods") or zoo.get("methods", [])
+    for model in tuning.get("models", []):
+        for method in methods:
+            for allocation, values in (tuning.get("values") or {}).items():
+                points.update(((model, "tune", method, allocation, float(v)), seed) for v in values for seed in tuning["seeds"])
+    seeds = zoo.get("seeds") or {}
+    for model in zoo.get("models", []):
+        for method in zoo["methods"]:
+            tuned = ((zoo.get("tuned") or {}).get(model) or {}).get(method if method in methods else methods[0], {})
+            for allocation in zoo["allocators"]:
+                allocator = get_allocator(allocation)
+                values = {allocator.default_value(method), tuned.get(allocation)} - {None} if allocator.hyperparameter else {None}
+                for value in values:
+                    points.update(((model, "zoo", method, allocation, value), seed)
+                                  for seed in (seeds.get(model, []) if isinstance(seeds, dict) else seeds))
     return points
 
 
@@ -457,6 +483,7 @@ def test_two_seeds_double_the_calibrated_runs_and_statistics_but_not_dense_or_ma
         (cfg.get(section) or {}).pop("seeds", None)
     for section in ("sweep", "ablation"):
         (cfg.get(section) or {}).pop("cell_seeds", None)  # extra seeds for some cells would not double
+    cfg.pop("zoo", None)  # the zoo names its own seeds (tuning and reported), never the top-level ones
     one = len(grid_points(cfg))
     cfg["seeds"] = [0, 1]
     configfile = tmp_path / f"{name}-2-seeds.yaml"
