@@ -326,9 +326,17 @@ def run_batches(cfg: dict, runs: dict) -> list[tuple[str, list[tuple[str, str]]]
     return batches
 
 
+def run_seconds(result: dict) -> float:
+    """What a finished run cost from scratch: its process's total time, plus the calibration and
+    pruning an earlier, interrupted process did where this one restored them (``pruning_restored``)."""
+    timings = result["timings_s"]
+    restored = timings.get("calibration", 0.0) + timings.get("pruning", 0.0) if result.get("pruning_restored") else 0.0
+    return float(timings["total"]) + restored
+
+
 def grid_status(runs: dict, batches: list[tuple[str, list[tuple[str, str]]]], seconds: dict) -> list[dict]:
     """Per unfinished batch: runs done and left, and the CPU seconds its missing runs should take
-    (None where unknown). ``seconds``: the finished runs' total times by run key. A missing run is
+    (None where unknown). ``seconds``: the finished runs' costs by run key (:func:`run_seconds`). A missing run is
     estimated by the median time of the finished runs of its model and first section (a tuning
     trial and a reported run cost differently), never by another section's."""
     by_group: dict[tuple, list[float]] = {}
@@ -398,7 +406,7 @@ def main(argv=None) -> int:
         for model, run in runs:
             path = out / "runs" / model / run / "result.json"
             if path.exists():
-                seconds[(model, run)] = json.loads(path.read_text())["timings_s"]["total"]
+                seconds[(model, run)] = run_seconds(json.loads(path.read_text()))
         print(format_status(grid_status(runs, run_batches(cfg, runs), seconds), args.jobs))
         return 0
     for label, keys in run_batches(cfg, runs):

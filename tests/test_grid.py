@@ -223,6 +223,13 @@ def test_status_estimates_what_is_left_from_finished_runs_of_the_same_kind(tmp_p
     assert "main m seed 1" in out and "2.0" in out and "1 runs left: 2.0 CPU hours" in out and "main m seed 0 " not in out
 
 
+def test_a_resumed_run_costs_its_process_time_plus_the_pruning_it_restored():
+    timings = {"calibration": 10.0, "pruning": 900.0, "evaluation": 1600.0, "total": 1700.0}
+    assert grid.run_seconds({"timings_s": timings, "pruning_restored": True}) == 2610.0
+    assert grid.run_seconds({"timings_s": timings, "pruning_restored": False}) == 1700.0
+    assert grid.run_seconds({"timings_s": {"total": 50.0}}) == 50.0  # results written before runs could resume
+
+
 def test_the_batches_command_refuses_a_bad_config_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"models": {"m": {"id": "x"}}, "main": {"sparsity": 1.5, "methods": ["wanda"]}}))
