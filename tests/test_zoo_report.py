@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from owl import grid, report, zoo
 from owl.report import zoo as zoo_report
+from owl.report.zoo import _ratio_ticks
 
 REPO = Path(__file__).resolve().parents[1]
 T975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
@@ -196,7 +199,7 @@ def test_sparsegpt_takes_wandas_tuned_values_and_the_notes_say_so(tmp_path):
     sparsegpt = [zoo_result("a", "sparsegpt", a, ppls[s], s, v) for (a, v), ppls in PPL.items() for s in range(3)]
     runs = report.load_runs(trial_results() + zoo_results() + sparsegpt)
     written = zoo_report.build_zoo_tables(runs, spec, tmp_path)
-    assert "SparseGPT take the values tuned with Wanda" in written["zoo"]["markdown"]
+    assert "SparseGPT takes the values tuned with Wanda" in written["zoo"]["markdown"]
     assert "| A | SparseGPT | DLP | tuned (α=0.05) |" in written["zoo"]["markdown"]
     assert set(zoo_report.tuning_cells(runs, spec)["method"]) == {"wanda"}  # no SparseGPT trials to show
 
@@ -320,3 +323,13 @@ def test_the_workflow_builds_the_zoo_tables_figures_and_report_and_keeps_the_mai
     html = (out / "report.html").read_text()
     assert '"6. Allocation zoo"' in html and "every setting against uniform and against OWL" in html
     assert "results/tinyzoo/figures/zoo_ratios_tiny.png" in html
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.01, 0.99), st.floats(1.01, 50.0))
+def test_ratio_ticks_hold_one_and_never_crowd_each_other(low, high):
+    ticks = _ratio_ticks(low, high)
+    assert 1.0 in ticks and ticks == sorted(ticks)
+    assert all(low <= t <= high for t in ticks)
+    gaps = np.diff(np.log(ticks))
+    assert (gaps >= math.log(high / low) / 9 - 1e-12).all()  # no two labels closer than 1/9 of the axis

@@ -22,7 +22,7 @@ def format_seeds(seeds) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-def _seed_phrase(seeds) -> str:
+def seed_phrase(seeds) -> str:
     seeds = list(seeds)
     return f"seed {format_seeds(seeds)} (one draw)" if len(seeds) == 1 else f"seeds {format_seeds(seeds)} ({len(seeds)} draws)"
 
@@ -76,7 +76,7 @@ def caption_protocols(cfg: dict, models: dict[str, dict]) -> dict[str, dict[str,
             continue
         lines = {}
         for key, seeds in grid.seeds_by_model(cfg, source).items():
-            phrase = _seed_phrase(seeds)
+            phrase = seed_phrase(seeds)
             if section == "ablation":
                 for extra in cfg["ablation"].get("cell_seeds") or []:
                     phrase += (f", cells M {', '.join(f'{x:g}' for x in extra['Hyper_m'])} x lambda "
@@ -116,6 +116,6 @@ def zoo_protocols(zoo: dict, models: dict[str, dict]) -> dict[str, str]:
     for key, seeds in reported_seeds(zoo).items():
         if seeds:
             model = {**models[key], "settings": {**models[key]["settings"], **(zoo.get("settings") or {})}}
-            lines[key] = protocol_line(model, _seed_phrase(seeds) + "; geometric mean over the seeds, every setting "
+            lines[key] = protocol_line(model, seed_phrase(seeds) + "; geometric mean over the seeds, every setting "
                                        "against uniform and against OWL at its paper default paired by seed")
     return lines

@@ -39,13 +39,14 @@ def _empty_figure(text: str):
     return fig
 
 
-def _integer_ticks(ax, n: int) -> None:
+def _integer_ticks(ax, n: int, most: int = 32) -> None:
+    """Block numbers 1..n on the x axis: every one up to ``most``, else about ``most // 2`` of them."""
     from matplotlib.ticker import MaxNLocator
 
-    if n <= 32:
+    if n <= most:
         ax.set_xticks(range(1, n + 1))
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=16, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=most // 2, integer=True))
     ax.set_xlim(0.4, n + 0.6)
 
 

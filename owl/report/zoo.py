@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from owl.allocators import get_allocator
+from owl.report.captions import seed_phrase
 from owl.report.cells import protocol, seed_values
 from owl.report.common import fmt, method_label, near, num, pct, safe_name
 from owl.report.runs import model_entries, model_label, zoo_runs
@@ -219,7 +220,7 @@ def zoo_notes(cells: pd.DataFrame, spec: dict) -> list[str]:
                      "(the zoo_tuning table), which no reported run uses.")
         borrowed = [m for m in zoo["methods"] if tuned_with(zoo, m) != m]
         if borrowed:
-            notes.append(f"{', '.join(method_label(m) for m in borrowed)} take the values tuned with "
+            notes.append(f"{', '.join(method_label(m) for m in borrowed)} {'take' if len(borrowed) > 1 else 'takes'} the values tuned with "
                          f"{method_label(tuned_with(zoo, borrowed[0]))}, as every official code uses one value for both.")
     from owl.report.tables import mixed_protocol_notes
 
@@ -384,7 +385,7 @@ def plot_zoo_sparsity(cells: pd.DataFrame, target: float, title: str | None = No
         ax.set_title(method_label(method), fontsize="medium")
         ax.set_xlabel("decoder block")
         if n:
-            _integer_ticks(ax, n)
+            _integer_ticks(ax, n, most=16)  # a panel is narrower than the LOD figure
     axes[0].set_ylabel("sparsity (mean over seeds, band: range)")
     if handles:
         fig.legend([h for h, _ in handles.values()], [l for _, l in handles.values()], fontsize="x-small",
@@ -395,13 +396,19 @@ def plot_zoo_sparsity(cells: pd.DataFrame, target: float, title: str | None = No
 
 
 def _ratio_ticks(low: float, high: float, most: int = 9) -> list[float]:
-    """Readable ticks of a log ratio axis from ``low`` to ``high``: 1 and round ratios, thinned out."""
-    candidates = sorted({round(k / 100, 2) for k in range(5, 100, 5)} | {round(1 + k / 10, 1) for k in range(10)}
-                        | {2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0})
-    ticks = [t for t in candidates if low <= t <= high]
-    while len(ticks) > most:
-        ticks = [t for i, t in enumerate(ticks) if i % 2 == 0 or t == 1.0]
-    return ticks
+    """Readable ticks of a log ratio axis from ``low`` to ``high``: 1, then round ratios before less
+    round ones, each kept only if it is at least 1/``most`` of the axis (in log) from every kept
+    tick, so that no two labels collide (0.95 beside 1 did)."""
+    tiers = [[1.0], [0.5, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0], [round(k / 10, 1) for k in range(1, 10)]
+             + [round(1 + k / 10, 1) for k in range(1, 10)] + [3.0], [round(k / 100, 2) for k in range(5, 200, 10)],
+             [round(k / 100, 2) for k in range(90, 111)]]
+    gap = math.log(high / low) / most
+    kept: list[float] = []
+    for tier in tiers:
+        for t in sorted((t for t in tier if low <= t <= high), key=lambda t: abs(math.log(t))):
+            if all(abs(math.log(t / k)) >= gap for k in kept):
+                kept.append(t)
+    return sorted(kept)
 
 
 def plot_zoo_ratios(cells: pd.DataFrame, title: str | None = None):
@@ -463,7 +470,7 @@ def build_zoo_figures(runs: pd.DataFrame, spec: dict, out_dir: str | Path) -> di
     for model in model_entries(spec, reported_models(spec)):
         own = cells[cells["model"] == model["key"]]
         seeds = sorted({s for row in own["seeds"] for s in row})
-        where = f"{model_label(model)} at {pct(zoo['sparsity'])}, seeds {', '.join(map(str, seeds)) or 'none yet'}"
+        where = f"{model_label(model)} at {pct(zoo['sparsity'])}, {seed_phrase(seeds) if seeds else 'no seed yet'}"
         stem = f"zoo_sparsity_{safe_name(model['key'])}"
         fig = (plot_zoo_sparsity(own, float(zoo["sparsity"]), title=f"{where}: per-block sparsity of every allocator")
                if (own["n"] > 0).any() else _empty_figure(f"{model_label(model)}: no zoo run yet"))
