@@ -36,15 +36,12 @@ test: setup
 reproduce: setup
 	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake reproduce_all --cores $(CORES) $(LOCAL_GPUS)
 
-# The seed grid of config/default-seeds.yaml, batch by batch (owl/grid.py run_batches: section,
+# The seed grid of config/default-seeds.yaml, batch by batch (owl/grid.py run_in_batches: section,
 # model, seed), so that what finishes is whole seeds that can be committed; resumes where it stopped.
 SEED_CONFIG ?= config/default-seeds.yaml
 seed-grid: setup
-	$(BIN)/python -m owl.grid batches $(SEED_CONFIG) | while IFS=$$'\t' read -r label targets; do \
-	  echo "== $$(date -u +%T) $$label"; \
-	  OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores $(CORES) $(LOCAL_GPUS) \
-	    --rerun-triggers mtime input --configfile $(SEED_CONFIG) -- $$targets || exit 1; \
-	done
+	OWL_DATA_DIR=$(OWL_DATA_DIR) PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m owl.grid run $(SEED_CONFIG) \
+	  -- --cores $(CORES) $(LOCAL_GPUS)
 
 bench: setup
 	OWL_DATA_DIR=$(OWL_DATA_DIR) $(BIN)/python bench/bench.py

@@ -326,6 +326,41 @@ def run_batches(cfg: dict, runs: dict) -> list[tuple[str, list[tuple[str, str]]]
     return batches
 
 
+def next_invocation(unfinished: list[tuple[str, list]]) -> tuple[str, list, list] | None:
+    """The next call of a batched grid from its unfinished batches in order (``[(label, targets)]``):
+    ``(label, prioritised, targets)``, the first batch's targets prioritised and the second batch's
+    added as further targets, so that a core freed at the first batch's tail starts the next seed
+    instead of idling, while the first batch still finishes first. None when nothing is left."""
+    if not unfinished:
+        return None
+    label, first = unfinished[0]
+    second = unfinished[1][1] if len(unfinished) > 1 else []
+    return label, list(first), [*first, *second]
+
+
+def run_in_batches(unfinished, snakemake, log=print) -> int:
+    """Run a grid to its end, one :func:`next_invocation` at a time. ``unfinished()``: the batches
+    not finished yet, asked again after every call (runs finished elsewhere count); ``snakemake
+    (prioritised, targets)``: one call, returning its exit status. Stops at the first failing call
+    (its status), and with status 1 when a call succeeded but left its first batch unfinished, which
+    would otherwise repeat forever."""
+    import time
+
+    previous = None
+    while (call := next_invocation(unfinished())) is not None:
+        label, prioritised, targets = call
+        if label == previous:
+            log(f"python -m owl.grid run: error: {label}: snakemake succeeded but these runs are still missing: {' '.join(map(str, prioritised))}")
+            return 1
+        log(f"== {time.strftime('%H:%M:%S', time.gmtime())} UTC {label}" + (" (and the next batch)" if len(targets) > len(prioritised) else ""))
+        status = snakemake(prioritised, targets)
+        if status:
+            return status
+        previous = label
+    log("== every batch is finished")
+    return 0
+
+
 def run_seconds(result: dict) -> float:
     """What a finished run cost from scratch: its process's total time, plus the calibration and
     pruning an earlier, interrupted process did where this one restored them (``pruning_restored``)."""
@@ -378,20 +413,31 @@ def format_status(rows: list[dict], jobs_at_once: int) -> str:
 
 def main(argv=None) -> int:
     """``python -m owl.grid batches CONFIG [--results DIR]``: one line per batch of CONFIG's grid
-    whose runs are not all finished, ``<label>\t<result.json paths>`` (what ``make seed-grid`` runs).
+    whose runs are not all finished, ``<label>\t<result.json paths>``.
+    ``python -m owl.grid run CONFIG [-- SNAKEMAKE OPTIONS]``: run them with snakemake, batch after
+    batch (:func:`run_in_batches`; what ``make seed-grid`` calls), resuming where it stopped.
     ``python -m owl.grid status CONFIG [--jobs N]``: what is left of it, with a time estimate."""
     import argparse
     import json
+    import subprocess
+    import sys
     from pathlib import Path
 
     import yaml
 
     parser = argparse.ArgumentParser(prog="python -m owl.grid")
-    parser.add_argument("command", choices=["batches", "status"])
+    parser.add_argument("command", choices=["batches", "run", "status"])
     parser.add_argument("config")
     parser.add_argument("--results", default=None, help="results folder (default: the config's results_dir/name)")
     parser.add_argument("--jobs", type=int, default=2, help="status: prune jobs at once, for the wall time (default 2)")
-    args = parser.parse_args(argv)
+    parser.epilog = "run: what follows -- goes to every snakemake call, e.g. -- --cores 2 --resources gpu=1"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    snakemake_options = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if snakemake_options and args.command != "run":
+        parser.exit(2, f"python -m owl.grid: error: {' '.join(snakemake_options)}: snakemake options are for the run command only\n")
+    if args.command == "run" and args.results:
+        parser.exit(2, f"python -m owl.grid: error: --results {args.results}: not for run, which writes where the config's results_dir says\n")
     repo = Path(__file__).resolve().parents[1]
     try:
         cfg = validate_config(yaml.safe_load(Path(args.config).read_text()), yaml.safe_load((repo / "config" / "schema.yaml").read_text()))
@@ -409,11 +455,26 @@ def main(argv=None) -> int:
                 seconds[(model, run)] = run_seconds(json.loads(path.read_text()))
         print(format_status(grid_status(runs, run_batches(cfg, runs), seconds), args.jobs))
         return 0
-    for label, keys in run_batches(cfg, runs):
-        paths = [out / "runs" / model / run / "result.json" for model, run in keys]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            print(f"{label}\t{' '.join(missing)}")
+
+    def unfinished():
+        batches = []
+        for label, keys in run_batches(cfg, runs):
+            missing = [str(p) for p in (out / "runs" / model / run / "result.json" for model, run in keys) if not p.exists()]
+            if missing:
+                batches.append((label, missing))
+        return batches
+
+    if args.command == "run":
+        def snakemake(prioritised, targets):
+            command = [sys.executable, "-m", "snakemake", *snakemake_options, "--rerun-triggers", "mtime", "input",
+                       "--configfile", args.config, "--prioritize", *prioritised, "--", *targets]
+            return subprocess.call(command)
+        if {"-n", "--dry-run", "--dryrun"} & set(snakemake_options):  # a dry run finishes nothing: show the first call only
+            call = next_invocation(unfinished())
+            return snakemake(call[1], call[2]) if call else 0
+        return run_in_batches(unfinished, snakemake, log=lambda line: print(line, flush=True))
+    for label, missing in unfinished():
+        print(f"{label}\t{' '.join(missing)}")
     return 0
 
 

@@ -223,6 +223,77 @@ def test_status_estimates_what_is_left_from_finished_runs_of_the_same_kind(tmp_p
     assert "main m seed 1" in out and "2.0" in out and "1 runs left: 2.0 CPU hours" in out and "main m seed 0 " not in out
 
 
+def test_each_call_prioritises_the_first_unfinished_batch_and_adds_the_next():
+    assert grid.next_invocation([]) is None
+    assert grid.next_invocation([("a", ["x"])]) == ("a", ["x"], ["x"])
+    assert grid.next_invocation([("a", ["x", "y"]), ("b", ["z"]), ("c", ["w"])]) == ("a", ["x", "y"], ["x", "y", "z"])
+
+
+def test_running_in_batches_goes_on_until_every_batch_is_finished():
+    pending = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1", "c2"]}
+    finished, calls = set(), []
+
+    def unfinished():
+        return [(label, [t for t in ts if t not in finished]) for label, ts in pending.items() if set(ts) - finished]
+
+    def snakemake(prioritised, targets):
+        calls.append((prioritised, targets))
+        finished.update(targets)  # snakemake makes every target it is given
+        return 0
+
+    lines = []
+    assert grid.run_in_batches(unfinished, snakemake, log=lines.append) == 0
+    # b was finished by the first call, as its second batch, so the next call starts at c
+    assert calls == [(["a1", "a2"], ["a1", "a2", "b1"]), (["c1", "c2"], ["c1", "c2"])]
+    assert lines[-1] == "== every batch is finished" and "UTC a (and the next batch)" in lines[0]
+
+
+def test_running_in_batches_stops_at_a_failing_call_and_at_a_batch_that_stays_unfinished():
+    calls = []
+    assert grid.run_in_batches(lambda: [("a", ["a1"])], lambda p, t: calls.append(t) or 3, log=lambda line: None) == 3
+    assert len(calls) == 1  # no second call after a failure
+    lines, calls = [], []
+    # snakemake reports success but a1 is still missing (e.g. a target path it does not make): no endless loop
+    assert grid.run_in_batches(lambda: [("a", ["a1"])], lambda p, t: calls.append(t) or 0, log=lines.append) == 1
+    assert len(calls) == 1 and lines[-1].endswith("a: snakemake succeeded but these runs are still missing: a1")
+
+
+def test_the_run_command_calls_snakemake_with_the_batches_and_the_options_after_the_double_dash(tmp_path, monkeypatch, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    results = tmp_path / "res"
+    cfg_path.write_text(yaml.safe_dump({"name": "res", "results_dir": str(tmp_path), "models": {"m": {"id": "tiny-model"}},
+                                        "main": {"sparsity": 0.7, "methods": ["dense", "wanda"], "seeds": [0, 1]}}))
+    commands = []
+
+    def fake_call(command):
+        commands.append(command)
+        for target in command[command.index("--") + 1:]:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_text("{}")
+        return 0
+
+    monkeypatch.setattr("subprocess.call", fake_call)
+    assert grid.main(["run", str(cfg_path), "--", "--cores", "2", "--resources", "gpu=1"]) == 0
+    first = commands[0]
+    assert first[1:3] == ["-m", "snakemake"] and first[3:7] == ["--cores", "2", "--resources", "gpu=1"]
+    assert first[first.index("--configfile") + 1] == str(cfg_path)
+    dense, seed0 = (str(results / "runs" / "m" / r / "result.json") for r in ("dense", "wanda_s0.7_seed0"))
+    assert first[first.index("--prioritize") + 1:first.index("--")] == [dense]
+    assert first[first.index("--") + 1:] == [dense, seed0]
+    assert len(commands) == 2 and commands[1][-1].endswith("wanda_s0.7_seed1/result.json")
+    assert "every batch is finished" in capsys.readouterr().out
+    # a dry run makes one call; options are for run only; run writes where the config says
+    commands.clear()
+    (results / "runs" / "m" / "wanda_s0.7_seed1" / "result.json").unlink()
+    assert grid.main(["run", str(cfg_path), "--", "-n"]) == 0 and len(commands) == 1
+    for argv, why in ((["batches", str(cfg_path), "--", "-n"], "-n: snakemake options are for the run command only"),
+                      (["run", str(cfg_path), "--results", "x"], "--results x: not for run")):
+        with pytest.raises(SystemExit) as caught:
+            grid.main(argv)
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and why in err and err.count("\n") == 1
+
+
 def test_a_resumed_run_costs_its_process_time_plus_the_pruning_it_restored():
     timings = {"calibration": 10.0, "pruning": 900.0, "evaluation": 1600.0, "total": 1700.0}
     assert grid.run_seconds({"timings_s": timings, "pruning_restored": True}) == 2610.0
