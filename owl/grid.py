@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 from owl.errors import OwlError
 from owl.report import OWL_BASELINE, is_owl
@@ -344,8 +345,6 @@ def run_in_batches(unfinished, snakemake, log=print) -> int:
     (prioritised, targets)``: one call, returning its exit status. Stops at the first failing call
     (its status), and with status 1 when a call succeeded but left its first batch unfinished, which
     would otherwise repeat forever."""
-    import time
-
     previous = None
     while (call := next_invocation(unfinished())) is not None:
         label, prioritised, targets = call
@@ -445,21 +444,25 @@ def main(argv=None) -> int:
         parser.exit(2, f"python -m owl.grid: error: {args.config}: {err}\n".replace("\n", " ").rstrip() + "\n")
     out = Path(args.results or f"{cfg['results_dir']}/{cfg.get('name') or Path(args.config).stem}")
     runs = expand_grid(cfg, model_specs(cfg))
+
+    def result_path(key):
+        model, run = key
+        return out / "runs" / model / run / "result.json"
+
     if args.command == "status":
         if args.jobs < 1:
             parser.exit(2, f"python -m owl.grid: error: --jobs {args.jobs}: must be at least 1\n")
         seconds = {}
-        for model, run in runs:
-            path = out / "runs" / model / run / "result.json"
-            if path.exists():
-                seconds[(model, run)] = run_seconds(json.loads(path.read_text()))
+        for key in runs:
+            if result_path(key).exists():
+                seconds[key] = run_seconds(json.loads(result_path(key).read_text()))
         print(format_status(grid_status(runs, run_batches(cfg, runs), seconds), args.jobs))
         return 0
 
     def unfinished():
         batches = []
         for label, keys in run_batches(cfg, runs):
-            missing = [str(p) for p in (out / "runs" / model / run / "result.json" for model, run in keys) if not p.exists()]
+            missing = [str(result_path(k)) for k in keys if not result_path(k).exists()]
             if missing:
                 batches.append((label, missing))
         return batches
