@@ -410,6 +410,18 @@ def format_status(rows: list[dict], jobs_at_once: int) -> str:
     return "\n".join(lines)
 
 
+def is_dry_run(snakemake_options: list[str]) -> bool:
+    """Whether snakemake would take these options as a dry run, read by snakemake's own parser so
+    that combined short flags (``-np``) count; the literal spellings if that parser is unavailable."""
+    try:
+        from snakemake.cli import get_argument_parser
+
+        known, _ = get_argument_parser().parse_known_args(snakemake_options)
+        return bool(known.dryrun)
+    except (ImportError, AttributeError, SystemExit):  # another snakemake, or options its parser refuses
+        return bool({"-n", "--dry-run", "--dryrun"} & set(snakemake_options))
+
+
 def main(argv=None) -> int:
     """``python -m owl.grid batches CONFIG [--results DIR]``: one line per batch of CONFIG's grid
     whose runs are not all finished, ``<label>\t<result.json paths>``.
@@ -418,6 +430,7 @@ def main(argv=None) -> int:
     ``python -m owl.grid status CONFIG [--jobs N]``: what is left of it, with a time estimate."""
     import argparse
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -472,12 +485,15 @@ def main(argv=None) -> int:
             command = [sys.executable, "-m", "snakemake", *snakemake_options, "--rerun-triggers", "mtime", "input",
                        "--configfile", args.config, "--prioritize", *prioritised, "--", *targets]
             return subprocess.call(command)
-        if {"-n", "--dry-run", "--dryrun"} & set(snakemake_options):  # a dry run finishes nothing: show the first call only
+        if is_dry_run(snakemake_options):  # a dry run finishes nothing: show the first call only
             call = next_invocation(unfinished())
             return snakemake(call[1], call[2]) if call else 0
         return run_in_batches(unfinished, snakemake, log=lambda line: print(line, flush=True))
-    for label, missing in unfinished():
-        print(f"{label}\t{' '.join(missing)}")
+    try:
+        for label, missing in unfinished():
+            print(f"{label}\t{' '.join(missing)}", flush=True)
+    except BrokenPipeError:  # a reader that stops early (``| head -2``) is not an error
+        sys.stdout = open(os.devnull, "w")
     return 0
 
 

@@ -294,6 +294,13 @@ def test_the_run_command_calls_snakemake_with_the_batches_and_the_options_after_
         assert caught.value.code == 2 and why in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("options, dry", [(["-n"], True), (["--dry-run"], True), (["-np", "--cores", "2"], True),
+                                          (["--cores", "2", "-pn"], True), (["--cores", "2", "--resources", "gpu=1"], False),
+                                          (["-j2", "-p"], False), ([], False)])
+def test_a_dry_run_is_recognised_as_snakemake_would_read_it(options, dry):
+    assert grid.is_dry_run(options) is dry
+
+
 def test_a_resumed_run_costs_its_process_time_plus_the_pruning_it_restored():
     timings = {"calibration": 10.0, "pruning": 900.0, "evaluation": 1600.0, "total": 1700.0}
     assert grid.run_seconds({"timings_s": timings, "pruning_restored": True}) == 2610.0
