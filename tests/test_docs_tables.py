@@ -39,7 +39,7 @@ def test_the_results_page_holds_every_committed_table(table):
     assert contains_block((REPO / "docs" / "results.md").read_text(), rows), f"docs/results.md: {table}.md differs"
 
 
-@pytest.mark.parametrize("table", ["zoo_tuning", "zoo"])
+@pytest.mark.parametrize("table", ["zoo_tuning", "zoo", "zoo_pairs"])
 def test_the_zoo_page_holds_every_committed_zoo_table(table):
     path = TABLES / f"{table}.md"
     if not path.exists():

@@ -143,6 +143,23 @@ def test_zoo_table_bolds_only_intervals_that_exclude_one(tmp_path):
     assert len(csv) == 1 + len(PPL)
 
 
+def test_the_pairs_table_pairs_every_two_settings_besides_uniform_and_owl_by_seed(tmp_path):
+    written = zoo_report.build_zoo_tables(report.load_runs(zoo_results()), zoo_spec(), tmp_path)
+    pairs = zoo_report.pair_cells(zoo_report.zoo_cells(report.load_runs(zoo_results()), zoo_spec()))
+    names = [(p["first"]["allocation"], p["first"]["origin"], p["second"]["allocation"], p["second"]["origin"]) for _, p in pairs.iterrows()]
+    assert names == [("dlp", "default", "dlp", "tuned"), ("dlp", "default", "atp", "tuned"), ("dlp", "tuned", "atp", "tuned")]
+    dlp_atp = pairs.iloc[2]
+    ratio, low, high = t_interval(np.array(PPL[("dlp", 0.05)]) / np.array(PPL[("atp", 0.01)]), T975_2)
+    assert dlp_atp["ratio"] == pytest.approx(ratio) and (dlp_atp["ratio_lower"], dlp_atp["ratio_upper"]) == pytest.approx((low, high))
+    assert dlp_atp["wins"] == 3 and dlp_atp["n_pairs"] == 3
+    text = written["zoo_pairs"]["markdown"]
+    assert "| A | Wanda | DLP tuned (α=0.05) | ATP tuned (β=0.01) | **0.684** [0.624, 0.750] better, wins 3/3 |" in text
+    assert "Uniform" not in text.split("\n- ")[0] and "3 of 3 intervals exclude 1" in text
+    # a seed missing on one side is left out of that pair only, and named
+    pairs = zoo_report.pair_cells(zoo_report.zoo_cells(report.load_runs(zoo_results(drop=[("atp", 0.01, 2)])), zoo_spec()))
+    assert list(pairs["n_pairs"]) == [3, 2, 2] and list(pairs.iloc[1]["only_owl"]) == [2]
+
+
 def test_one_seed_gives_no_interval_and_says_so(tmp_path):
     results = [zoo_result("a", "wanda", a, ppls[0], 0, v) for (a, v), ppls in PPL.items()]
     written = zoo_report.build_zoo_tables(report.load_runs(results), zoo_spec(seeds=[0]), tmp_path)
@@ -206,13 +223,17 @@ def test_sparsegpt_takes_wandas_tuned_values_and_the_notes_say_so(tmp_path):
 
 # ---- files ----------------------------------------------------------------------------------
 def test_zoo_files_follow_the_spec(tmp_path):
-    assert report.table_files(zoo_spec(), ["zoo"]) == ["zoo_tuning.md", "zoo_tuning.csv", "zoo.md", "zoo.csv"]
+    assert report.table_files(zoo_spec(), ["zoo"]) == ["zoo_tuning.md", "zoo_tuning.csv", "zoo.md", "zoo.csv",
+                                                      "zoo_pairs.md", "zoo_pairs.csv"]
+    one_challenger = zoo_spec(values={"owl": [0.04, 0.08], "atp": [0.01, 0.02]}, tuned={"a": {"wanda": {"owl": 0.08, "atp": 0.01}}})
+    one_challenger["zoo"]["allocators"] = ["uniform", "owl", "atp"]
+    assert "zoo_pairs.md" not in report.table_files(one_challenger, ["zoo"])  # nothing to pair ATP with
     assert report.figure_files(zoo_spec(), ["zoo"]) == [f"zoo_{k}_a.{e}" for k in ("sparsity", "ratios") for e in ("png", "pdf")]
     empty = zoo_spec(seeds=[], values={}, tuned={})
     assert report.table_files(empty, ["zoo"]) == [] and report.figure_files(empty, ["zoo"]) == []
     assert report.table_files({**zoo_spec(), "zoo": None}) == ["main.md", "main.csv"]
     runs = report.load_runs(trial_results() + zoo_results())
-    assert sorted(report.build_tables(runs, zoo_spec(), tmp_path)) == ["main", "zoo", "zoo_tuning"]
+    assert sorted(report.build_tables(runs, zoo_spec(), tmp_path)) == ["main", "zoo", "zoo_pairs", "zoo_tuning"]
     written = report.build_figures(runs, zoo_spec(), tmp_path, ["zoo"])
     assert sorted(p.name for paths in written.values() for p in paths) == sorted(report.figure_files(zoo_spec(), ["zoo"]))
     assert all(p.stat().st_size > 1000 for paths in written.values() for p in paths)
@@ -305,7 +326,7 @@ def test_the_workflow_builds_the_zoo_tables_figures_and_report_and_keeps_the_mai
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "results" / "tinyzoo"
     tables = {p.name for p in (out / "tables").glob("*.md")}
-    assert tables == {"main.md", "zoo.md", "zoo_tuning.md"}
+    assert tables == {"main.md", "zoo.md", "zoo_pairs.md", "zoo_tuning.md"}
     assert {p.name for p in (out / "figures").glob("zoo_*.png")} == {"zoo_sparsity_tiny.png", "zoo_ratios_tiny.png"}
     main = (out / "tables" / "main.md").read_text()
     assert "| Wanda | Uniform | no | " in main and "(n=1)" in main and "n=2" not in main  # seed 0 only: no zoo run in it

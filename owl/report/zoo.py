@@ -7,6 +7,8 @@
   *test* perplexity over the reported seeds (geometric mean, range, n), then the paired ratio to
   uniform and to OWL at its paper default, both of the same method on the same seeds, with the main
   table's 95% t-interval and printing (:func:`owl.report.format_ratio`, :mod:`owl.uncertainty`).
+- ``zoo_pairs`` table: per model and method, every two reported settings other than uniform and OWL
+  (DLP, AlphaPruning, ATP, ...), the first's perplexity over the second's, paired by seed as above.
 - figures per model: ``zoo_sparsity_<model>``, every allocator's per-block sparsity (mean over
   seeds, band over their range) over the bars of OWL's outlier ratios, one panel per method; and
   ``zoo_ratios_<model>``, a forest plot of the paired ratios with their intervals (log axis).
@@ -50,8 +52,21 @@ def tuning_models(spec: dict) -> list[str]:
     return list(tuning.get("models") or []) if tuning.get("values") else []
 
 
+def _challengers(settings) -> list:
+    """The reported settings that are neither reference: those the ``zoo_pairs`` table pairs with each other."""
+    return [(a, v, o) for a, v, o in settings if a != "uniform" and not (a == "owl" and "default" in o)]
+
+
+def has_pairs(spec: dict) -> bool:
+    """Whether some reported (model, method) has two settings besides uniform and OWL to pair."""
+    zoo = spec.get("zoo")
+    return any(len(_challengers(reported_settings(zoo, m, method))) > 1
+               for m in reported_models(spec) for method in zoo["methods"])
+
+
 def zoo_table_stems(spec: dict) -> list[str]:
-    return (["zoo_tuning"] if tuning_models(spec) else []) + (["zoo"] if reported_models(spec) else [])
+    return ((["zoo_tuning"] if tuning_models(spec) else []) + (["zoo"] if reported_models(spec) else [])
+            + (["zoo_pairs"] if has_pairs(spec) else []))
 
 
 def zoo_figure_stems(spec: dict) -> list[str]:
@@ -124,7 +139,7 @@ def zoo_cells(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
                        "value": math.nan if value is None else float(value), "origin": origin, "mean": cell.mean,
                        "gsd": cell.gsd, "lower": cell.low, "upper": cell.high, "n": cell.n, "seeds": sorted(values),
                        "protocols": sorted({pair for r in sel["result"] for pair in protocol(r)}),
-                       "results": list(sel["result"])}
+                       "results": list(sel["result"]), "values": values}
                 for ref in REFERENCES:
                     is_reference = allocation == ref and (ref == "uniform" or "default" in origin)
                     row[f"{ref}_reference"] = is_reference
@@ -228,6 +243,62 @@ def zoo_notes(cells: pd.DataFrame, spec: dict) -> list[str]:
     return notes
 
 
+# ---- pairs: the allocators besides uniform and OWL, each against each other ------------------------
+def pair_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """A row per (model, method) and pair of settings that are neither reference, in table order:
+    the first's perplexity over the second's, paired by seed (:func:`paired_ratio`)."""
+    rows = []
+    for (_, method), group in cells.groupby(["model", "method"], sort=False):
+        settings = [r for _, r in group.iterrows() if not (r["uniform_reference"] or r["owl_reference"])]
+        for i, first in enumerate(settings):
+            for second in settings[i + 1:]:
+                if not first["values"] or not second["values"]:
+                    continue
+                rows.append({"label": first["label"], "method": method, "first": first, "second": second,
+                             **paired_ratio(first["values"], second["values"])})
+    return pd.DataFrame(rows)
+
+
+def _setting_name(row) -> str:
+    setting = setting_label(row["allocation"], row["value"], row["origin"])
+    return allocator_label(row["allocation"]) + ("" if setting == "-" else f" {setting}")
+
+
+def format_pairs_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Model, Method, Setting, Against, then ``Setting / Against`` printed as the zoo table's ratios."""
+    from owl.report.tables import format_ratio
+
+    out = [[row["label"], method_label(row["method"]), _setting_name(row["first"]), _setting_name(row["second"]),
+            format_ratio(row.to_dict())] for _, row in pairs.iterrows()]
+    return pd.DataFrame(out, columns=["Model", "Method", "Setting", "Against", "Setting / Against"])
+
+
+def pairs_csv(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs CSV: a row per pair, its two settings' (allocation, value, origin), then the ratio fields."""
+    rows = []
+    for _, row in pairs.iterrows():
+        ids = {f"{side}_{k}": row[side][k] for side in ("first", "second") for k in ("allocation", "value", "origin")}
+        rows.append({"model": row["first"]["model"], "method": row["method"], **ids, **{f: row[f] for f in RATIO_FIELDS}})
+    return pd.DataFrame(rows).set_index(["model", "method"])
+
+
+def pairs_notes(pairs: pd.DataFrame) -> list[str]:
+    """What the pairs table is, which intervals exclude 1, and how many intervals it holds."""
+    notes = ["Setting / Against: the setting's WikiText-2 test perplexity over the other's, same model, method and "
+             f"calibration seed, as the zoo table's ratios ({CONFIDENCE:.0%} t-interval, wins: seeds where the setting is "
+             "lower); below 1 the setting is better, bold only where the interval excludes 1. Uniform and OWL are in the "
+             "zoo table."]
+    separated = [f"{row['label']} {method_label(row['method'])}: {_setting_name(row['first'])} "
+                 f"{'below' if row['ratio_upper'] < 1 else 'above'} {_setting_name(row['second'])}"
+                 for _, row in pairs.iterrows()
+                 if np.isfinite(row["ratio_lower"]) and (row["ratio_upper"] < 1 or row["ratio_lower"] > 1)]
+    with_interval = int(np.isfinite(pairs["ratio_lower"].astype(float)).sum()) if len(pairs) else 0
+    notes.append(f"{len(separated)} of {with_interval} intervals exclude 1" + (f" ({'; '.join(separated)})" if separated else "")
+                 + "; the others are not distinguished at these seeds. With the zoo table's intervals, no correction for "
+                 "multiplicity: about one interval in twenty excludes 1 by chance alone.")
+    return notes
+
+
 # ---- tuning --------------------------------------------------------------------------------------
 def tuning_trials(runs: pd.DataFrame) -> list[dict]:
     """Trial records (owl.zoo.trial_records) of the tuning runs that have a validation perplexity."""
@@ -324,6 +395,11 @@ def build_zoo_tables(runs: pd.DataFrame, spec: dict, out_dir: str | Path) -> dic
             written[stem] = _write_table(out_dir, stem, tuning_csv(cells), format_tuning_table(cells),
                                          f"Allocation zoo: tuning on WikiText-2 validation at {sparsity} sparsity",
                                          tuning_notes(cells, spec))
+        elif stem == "zoo_pairs":
+            pairs = pair_cells(zoo_cells(runs, spec))
+            written[stem] = _write_table(out_dir, stem, pairs_csv(pairs), format_pairs_table(pairs),
+                                         f"Allocation zoo: the allocators besides uniform and OWL, each against each other, "
+                                         f"at {sparsity} unstructured sparsity", pairs_notes(pairs))
         else:
             cells = zoo_cells(runs, spec)
             written[stem] = _write_table(out_dir, stem, zoo_csv(cells), format_zoo_table(cells),
