@@ -52,9 +52,14 @@ def tuning_models(spec: dict) -> list[str]:
     return list(tuning.get("models") or []) if tuning.get("values") else []
 
 
+def is_reference(allocation: str, origin: str, ref: str) -> bool:
+    """Whether a setting is reference ``ref``: uniform, or OWL at its paper default."""
+    return allocation == ref and (ref == "uniform" or "default" in origin)
+
+
 def _challengers(settings) -> list:
     """The reported settings that are neither reference: those the ``zoo_pairs`` table pairs with each other."""
-    return [(a, v, o) for a, v, o in settings if a != "uniform" and not (a == "owl" and "default" in o)]
+    return [(a, v, o) for a, v, o in settings if not any(is_reference(a, o, ref) for ref in REFERENCES)]
 
 
 def has_pairs(spec: dict) -> bool:
@@ -141,9 +146,8 @@ def zoo_cells(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
                        "protocols": sorted({pair for r in sel["result"] for pair in protocol(r)}),
                        "results": list(sel["result"]), "values": values}
                 for ref in REFERENCES:
-                    is_reference = allocation == ref and (ref == "uniform" or "default" in origin)
-                    row[f"{ref}_reference"] = is_reference
-                    stats = None if is_reference or references[ref] is None or not values else paired_ratio(values, references[ref])
+                    row[f"{ref}_reference"] = is_reference(allocation, origin, ref)
+                    stats = None if row[f"{ref}_reference"] or references[ref] is None or not values else paired_ratio(values, references[ref])
                     for field in RATIO_FIELDS:
                         row[f"{ref}_{field}"] = math.nan if stats is None else stats[field]
                     row[f"{ref}_only"] = [] if stats is None else [*stats["only_owl"], *stats["only_baseline"]]
@@ -193,9 +197,7 @@ def _verdicts(cells: pd.DataFrame, ref: str) -> tuple[list[str], list[str], int]
         if not (np.isfinite(low) and np.isfinite(high)):
             continue
         with_interval += 1
-        name = f"{row['label']} {method_label(row['method'])} {allocator_label(row['allocation'])}"
-        setting = setting_label(row["allocation"], row["value"], row["origin"])
-        name += "" if setting == "-" else f" {setting}"
+        name = f"{row['label']} {method_label(row['method'])} {_setting_name(row)}"
         if high < 1:
             better.append(name)
         elif low > 1:
@@ -389,19 +391,19 @@ def build_zoo_tables(runs: pd.DataFrame, spec: dict, out_dir: str | Path) -> dic
     out_dir = Path(out_dir)
     written = {}
     sparsity = pct(spec["zoo"]["sparsity"])
+    cells = zoo_cells(runs, spec) if reported_models(spec) else None  # the zoo and zoo_pairs tables share them
     for stem in zoo_table_stems(spec):
         if stem == "zoo_tuning":
-            cells = tuning_cells(runs, spec)
-            written[stem] = _write_table(out_dir, stem, tuning_csv(cells), format_tuning_table(cells),
+            trials = tuning_cells(runs, spec)
+            written[stem] = _write_table(out_dir, stem, tuning_csv(trials), format_tuning_table(trials),
                                          f"Allocation zoo: tuning on WikiText-2 validation at {sparsity} sparsity",
-                                         tuning_notes(cells, spec))
+                                         tuning_notes(trials, spec))
         elif stem == "zoo_pairs":
-            pairs = pair_cells(zoo_cells(runs, spec))
+            pairs = pair_cells(cells)
             written[stem] = _write_table(out_dir, stem, pairs_csv(pairs), format_pairs_table(pairs),
                                          f"Allocation zoo: the allocators besides uniform and OWL, each against each other, "
                                          f"at {sparsity} unstructured sparsity", pairs_notes(pairs))
         else:
-            cells = zoo_cells(runs, spec)
             written[stem] = _write_table(out_dir, stem, zoo_csv(cells), format_zoo_table(cells),
                                          f"Allocation zoo: WikiText-2 perplexity at {sparsity} unstructured sparsity, "
                                          "paired with uniform and OWL", zoo_notes(cells, spec))
