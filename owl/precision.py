@@ -10,6 +10,7 @@ Elsewhere bfloat16 is emulated and slow (measured ~5x slower than float32 on an 
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from functools import lru_cache
@@ -19,6 +20,10 @@ import torch
 AUTO = "auto"
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+# Settings that choose which CPU kernels (AVX2, AVX-512, ...) torch, MKL and oneDNN run. float32
+# results differ in rounding between kernel sets, enough to move a 70% run by percents, and
+# pinning them reproduces a run made on another CPU to the last digit (docs/zoo.md).
+CPU_KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 NATIVE_BF16_CUDA_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores
 DEFAULT_CUDA_DTYPE = "float16"  # the paper's code prunes and evaluates in float16
 
@@ -84,12 +89,22 @@ def _nvidia_driver_version() -> str | None:
     return out.strip().splitlines()[0] if out.strip() else None
 
 
+def cpu_kernels() -> dict:
+    """The kernel set torch's CPU operators run (``AVX2``, ``AVX512``, ...) and every
+    :data:`CPU_KERNEL_SETTINGS` variable set in this process: what a float32 CPU run's digits depend
+    on beyond the CPU itself."""
+    pinned = {name: os.environ[name] for name in CPU_KERNEL_SETTINGS if name in os.environ}
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "settings": pinned}
+
+
 def precision_record(device: torch.device | str) -> dict:
-    """What a result file records about the hardware the precision was chosen for: the CPU; on a
+    """What a result file records about the hardware the precision was chosen for: the CPU and the
+    kernels it runs (:func:`cpu_kernels`); on a
     GPU its name, index, capability, count, CUDA and driver versions, the TF32 settings, and the
     peak memory allocated since the last :func:`reset_peak_memory` (the run's start)."""
     device = torch.device(device)
-    record = {"device_type": device.type, "native_bf16": native_bf16(device), "cpu": cpu_info()}
+    record = {"device_type": device.type, "native_bf16": native_bf16(device), "cpu": cpu_info(),
+              "cpu_kernels": cpu_kernels()}
     if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         record.update({

@@ -1,6 +1,8 @@
 """Device choices on CPU, with torch's CUDA queries replaced: default dtype, auto's bf16 by compute
 capability of the requested GPU, cuda:N validation, what result.json records, outlier ratios."""
 
+import os
+
 import pytest
 import torch
 
@@ -83,6 +85,27 @@ def test_precision_record_holds_what_a_gpu_run_needs(monkeypatch):
     assert record["peak_gpu_memory_bytes"] == 123456789
     assert {"tf32_matmul", "tf32_cudnn", "float32_matmul_precision"} <= set(record)
     assert "gpu" not in precision.precision_record("cpu")
+
+
+def test_the_record_names_the_cpu_kernels_and_every_setting_that_pins_them(monkeypatch):
+    for name in precision.CPU_KERNEL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    monkeypatch.setenv("OWL_UNRELATED", "1")
+    kernels = precision.precision_record("cpu")["cpu_kernels"]
+    assert kernels == {"capability": torch.backends.cpu.get_cpu_capability(), "settings": {"MKL_CBWR": "AVX2"}}
+
+
+def test_the_recorded_kernel_set_follows_a_pin_set_before_torch_starts():
+    import subprocess
+    import sys
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("needs an x86 CPU with AVX2 kernels")
+    code = "from owl.precision import cpu_kernels; print(cpu_kernels()['capability'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AVX2"
 
 
 def test_timings_synchronise_the_device(monkeypatch):
