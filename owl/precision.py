@@ -99,9 +99,9 @@ def cpu_kernels() -> dict:
 
 def precision_record(device: torch.device | str) -> dict:
     """What a result file records about the hardware the precision was chosen for: the CPU and the
-    kernels it runs (:func:`cpu_kernels`); on a
-    GPU its name, index, capability, count, CUDA and driver versions, the TF32 settings, and the
-    peak memory allocated since the last :func:`reset_peak_memory` (the run's start)."""
+    kernels it runs (:func:`cpu_kernels`); on a GPU its name, index, capability, count, CUDA and
+    driver versions, the TF32 settings, and the peak memory allocated since the last
+    :func:`reset_peak_memory` (the run's start)."""
     device = torch.device(device)
     record = {"device_type": device.type, "native_bf16": native_bf16(device), "cpu": cpu_info(),
               "cpu_kernels": cpu_kernels()}
