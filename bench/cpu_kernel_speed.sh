@@ -14,9 +14,11 @@ for i in 1 2; do for label in native avx2; do
 done; done
 .venv/bin/python - "$out" <<'PY'
 import json, sys, time
+sys.path.insert(0, "bench")
+from bench_eval_precision import cpuinfo_identity
 out = sys.argv[1]
 runs = {f"{l}_{i}": json.load(open(f"{out}/{l}_{i}/result.json")) for i in (1, 2) for l in ("native", "avx2")}
-print(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": {k: {
+print(json.dumps({"date": time.strftime("%Y-%m-%d"), "cpuinfo": cpuinfo_identity(), "runs": {k: {
     "cpu": r["precision"]["cpu"], "cpu_kernels": r["precision"]["cpu_kernels"], "ppl": r["ppl"],
     "timings_s": r["timings_s"]} for k, r in runs.items()}}, indent=1))
 PY

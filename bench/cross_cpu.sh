@@ -23,14 +23,13 @@ run avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=AVX2 ONE
 wait
 .venv/bin/python - "$trial" "$out" <<'PY'
 import json, sys, time
+sys.path.insert(0, "bench")
+from bench_eval_precision import cpuinfo_identity
 trial, out = sys.argv[1], sys.argv[2]
 ref = json.load(open(f"{trial}/result.json"))
 rows = {"committed": ref}
 rows.update({label: json.load(open(f"{out}/{label}/result.json")) for label in ("native", "avx2")})
-cpuinfo = dict(l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l)
-this_cpu = {k: cpuinfo[f"{k}\t" if f"{k}\t" in cpuinfo else k].strip() for k in ("model name", "cpu family")}
-this_cpu["model"] = next(v.strip() for k, v in cpuinfo.items() if k.strip() == "model")
-summary = {"date": time.strftime("%Y-%m-%d"), "trial": trial, "this_cpu": this_cpu, "runs": {}}
+summary = {"date": time.strftime("%Y-%m-%d"), "trial": trial, "cpuinfo": cpuinfo_identity(), "runs": {}}
 for label, r in rows.items():
     ppl = r["ppl"]["wikitext2_validation"]
     summary["runs"][label] = {
