@@ -23,15 +23,8 @@ from owl.results import write_json_atomic
 
 def cpuinfo_identity() -> dict:
     """cpu family and model as /proc/cpuinfo reports them (what names the CPU kind)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model") and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
+    info = cpu_info()
+    return {key: info[field] for key, field in (("cpu family", "family"), ("model", "model_number")) if field in info}
 
 
 def main() -> int:

@@ -30,9 +30,12 @@ DEFAULT_CUDA_DTYPE = "float16"  # the paper's code prunes and evaluates in float
 
 @lru_cache(maxsize=1)
 def cpu_info() -> dict:
-    """CPU model name and the flags that decide matmul precision (Linux ``/proc/cpuinfo``)."""
+    """CPU model name, the flags that decide matmul precision, and the ``cpu family`` and ``model``
+    numbers that tell CPU generations apart where the name does not (Linux ``/proc/cpuinfo``; the
+    numbers are left out elsewhere)."""
     flags: set[str] = set()
-    model = platform.processor() or platform.machine()
+    info = {"model": platform.processor() or platform.machine()}
+    numbers = {"cpu family": "family", "model": "model_number"}
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
@@ -41,10 +44,12 @@ def cpu_info() -> dict:
                 if key == "flags" and not flags:
                     flags = set(value.split())
                 elif key == "model name":
-                    model = value.strip()
+                    info["model"] = value.strip()
+                elif key in numbers and numbers[key] not in info:
+                    info[numbers[key]] = value.strip()
     except OSError:
         pass
-    return {"model": model, "flags": [f for f in REPORTED_CPU_FLAGS if f in flags]}
+    return {**info, "flags": [f for f in REPORTED_CPU_FLAGS if f in flags]}
 
 
 def native_bf16(device: torch.device | str) -> bool:

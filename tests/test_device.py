@@ -87,6 +87,21 @@ def test_precision_record_holds_what_a_gpu_run_needs(monkeypatch):
     assert "gpu" not in precision.precision_record("cpu")
 
 
+def test_the_cpu_record_reads_the_first_processors_family_model_and_flags(monkeypatch):
+    import builtins
+    import io
+
+    text = ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f\n\n"
+            "processor\t: 1\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: AMD EPYC\nflags\t\t: avx2 amx_tile\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(text) if path == "/proc/cpuinfo" else real_open(path, *a, **k))
+    precision.cpu_info.cache_clear()  # the record is read once per process
+    try:
+        assert precision.cpu_info() == {"model": "AMD EPYC", "family": "25", "model_number": "17", "flags": ["avx2", "avx512f"]}
+    finally:
+        precision.cpu_info.cache_clear()
+
+
 def test_the_record_names_the_cpu_kernels_and_every_setting_that_pins_them(monkeypatch):
     for name in precision.CPU_KERNEL_SETTINGS:
         monkeypatch.delenv(name, raising=False)

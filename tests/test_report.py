@@ -262,6 +262,22 @@ def test_a_table_that_mixes_cpu_models_says_so():
     assert "The runs of this table differ in cpu (AMD EPYC, Intel(R) Xeon(R) Processor)." in report.ppl_notes(cells)
 
 
+def test_one_cpu_name_with_other_flags_or_kernels_is_a_mixed_float_path():
+    # "AMD EPYC" names both an AVX2-only Zen 3 and an AVX-512 Zen 4: the flags and kernels tell them apart
+    def on(flags, kernels=None):
+        record = {"device_type": "cpu", "native_bf16": False, "cpu": {"model": "AMD EPYC", "flags": flags}}
+        return {**record, "cpu_kernels": {"capability": kernels, "settings": {}}} if kernels else record
+    results = [{**r, "precision": on(["avx2"])} for r in seeded_results()]
+    results[-1] = {**results[-1], "precision": on(["avx2", "avx512f"])}
+    notes = report.ppl_notes(report.main_cells(report.load_runs(results), paper_spec(("a",))))
+    assert "The runs of this table differ in cpu flags (avx2, avx2 avx512f)." in notes
+    results = [{**r, "precision": on(["avx2", "avx512f"], "AVX512")} for r in seeded_results()]
+    results[0] = {**results[0], "precision": on(["avx2", "avx512f"], "AVX2")}  # the same CPU with kernels pinned to AVX2
+    results[1] = {**results[1], "precision": on(["avx2", "avx512f"])}  # no kernel record: unknown, not different
+    notes = report.ppl_notes(report.main_cells(report.load_runs(results), paper_spec(("a",))))
+    assert "The runs of this table differ in cpu kernels (AVX2, AVX512)." in notes
+
+
 # ---- sweep, zero-shot, ablation --------------------------------------------------------------
 def sweep_runs():
     values = {"wanda": [7.3, 10.7, 85.8], "wanda_owl": [7.2, 9.5, 24.6], "sparsegpt": [7.2, 10.4, 26.3], "sparsegpt_owl": [7.2, 9.8, 19.5]}

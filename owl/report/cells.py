@@ -39,13 +39,20 @@ def seed_values(rows: pd.DataFrame) -> dict[int, float]:
 
 
 def protocol(result: dict) -> list[tuple[str, str]]:
-    """The recorded ``(field, value)`` pairs of :data:`PROTOCOL_FIELDS` of one result, and the CPU
-    model of a CPU run (its kernels round differently: another float path). A field the result does
-    not record is left out: unknown, not different."""
+    """The recorded ``(field, value)`` pairs of :data:`PROTOCOL_FIELDS` of one result and, for a
+    CPU run, what decides its float path: the CPU model, its recorded instruction-set flags and the
+    kernel set torch ran (the model name alone does not tell an AVX2 Zen 3 from an AVX-512 Zen 4,
+    and the kernels round differently). A field the result does not record is left out: unknown,
+    not different."""
     pairs = [(f, str(result[f])) for f in PROTOCOL_FIELDS if result.get(f) is not None]
-    cpu = ((result.get("precision") or {}).get("cpu") or {}).get("model")
-    if cpu:
-        pairs.append(("cpu", str(cpu)))
+    precision = result.get("precision") or {}
+    cpu = precision.get("cpu") or {}
+    if cpu.get("model"):
+        pairs.append(("cpu", str(cpu["model"])))
+    if cpu.get("flags") is not None:
+        pairs.append(("cpu flags", " ".join(cpu["flags"]) or "none"))
+    if (precision.get("cpu_kernels") or {}).get("capability"):
+        pairs.append(("cpu kernels", str(precision["cpu_kernels"]["capability"])))
     return pairs
 
 
