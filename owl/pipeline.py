@@ -32,7 +32,7 @@ from owl.models import (
 )
 from owl.precision import check_device, precision_record, reset_peak_memory, resolve_dtype, synchronize
 from owl.pruning import compute_statistics, prune_model
-from owl.pruning_record import clear_pruning, find_pruning, restore_pruning, save_pruning
+from owl.pruning_record import clear_pruning, find_pruning, restore_pruning, save_pruning, weights_digest
 from owl.results import RESULT_FILE, read_result, software_versions, write_json_atomic
 from owl.settings import PruneSettings
 from owl.spectrum import block_alphas
@@ -270,7 +270,11 @@ def run_prune(settings: PruneSettings) -> dict:
         pruned = recorded["result"]
         timings.update({k: pruned["timings_s"][k] for k in ("calibration", "pruning")})
     else:
+        # What was pruned, to the bit: tells two machines' runs apart from the model they loaded
+        # (a GGUF is dequantised on each machine) before any kernel touched it.
+        dense_digest = weights_digest(ctx.model)
         pruned = prune_step(settings, ctx, forward_dtype, storage, windows, calib_source, block_params, timings)
+        pruned["dense_weights_sha256"] = dense_digest
         if settings.save and not settings.is_dense:
             save_pruning(settings.save, ctx.model, settings.to_dict(), {**pruned, "timings_s": dict(timings)},
                          keep_values=settings.base_method == "sparsegpt")  # SparseGPT changes the weights it keeps
@@ -324,6 +328,7 @@ def run_prune(settings: PruneSettings) -> dict:
         "eval_source": eval_source,
         "statistics_path": pruned["statistics_path"],
         "block_params": block_params,
+        "dense_weights_sha256": pruned.get("dense_weights_sha256"),  # absent from records of older versions
         "timings_s": timings,
         "versions": software_versions(),
         "settings": settings.to_dict(),
