@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from owl.cli import main
+from owl.models import load_model
 from owl.pruning_record import PENDING, PRUNED_WEIGHTS, PRUNING_RECORD, pack_mask, unpack_mask, weights_digest
 
 SMALL = ["--nsamples", "4", "--seqlen", "32", "--eval_limit", "3", "--device", "cpu", "--calib_batch_size", "2", "-q"]
@@ -57,7 +58,7 @@ def test_failed_evaluation_keeps_the_pruning_and_is_redone_without_pruning(tiny_
     assert prunings == [1]  # evaluated from the record: no second pruning
     result = json.loads((out / "result.json").read_text())
     assert result["ppl"] == expected["ppl"] and result["pruning_restored"] is True
-    dense = __import__("owl.models").models.load_model(model)[0]
+    dense, _ = load_model(model)
     assert result["dense_weights_sha256"] == expected["dense_weights_sha256"] == weights_digest(dense)  # the model before pruning
     assert result["layer_achieved_sparsities"] == expected["layer_achieved_sparsities"]
     assert not (out / PRUNING_RECORD).exists() and not (out / PRUNED_WEIGHTS).exists()
