@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import time
-from pathlib import Path
 
 import torch
 
