@@ -21,8 +21,8 @@ AUTO = "auto"
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 # Settings that choose which CPU kernels (AVX2, AVX-512, ...) torch, MKL and oneDNN run. float32
-# results differ in rounding between kernel sets, enough to move a 70% run by percents, and
-# pinning them reproduces a run made on another CPU to the last digit (docs/zoo.md).
+# results differ in rounding between kernel sets, enough to move a 70% run by percents. Pinning
+# them to AVX2 reproduced a Zen 3 run on a Zen 4 to the last digit, not on an Intel Xeon (docs/zoo.md).
 CPU_KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 NATIVE_BF16_CUDA_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores
 DEFAULT_CUDA_DTYPE = "float16"  # the paper's code prunes and evaluates in float16
