@@ -40,7 +40,8 @@ def outlier_ratio(scores: torch.Tensor | Sequence[torch.Tensor], hyper_m: float)
     ``100 * (#entries > hyper_m * mean) / #entries`` over all entries of ``scores``. ``scores`` is
     either one tensor or a sequence of tensors (the Wanda scores of every linear sublayer of the
     block); a sequence is treated as its concatenation, but none is materialised, which saves a
-    copy of all the block's scores. Sums run in float32 per tensor and are combined in double.
+    copy of all the block's scores. Sums run in double: a float32 sum's rounding depends on the
+    CPU's vector width (AVX2 or AVX-512), so the threshold would too.
     """
     tensors = [scores] if isinstance(scores, torch.Tensor) else list(scores)
     if not tensors:
@@ -54,7 +55,7 @@ def outlier_ratio(scores: torch.Tensor | Sequence[torch.Tensor], hyper_m: float)
         if not bool(torch.isfinite(t32).all()):
             raise OwlError("outlier_ratio got NaN or infinite scores; the calibration statistics are broken")
         total += t32.numel()
-        acc += float(t32.sum())
+        acc += float(t32.sum(dtype=torch.float64))
     if total == 0:
         raise OwlError("outlier_ratio got only empty score tensors; pass at least one non-empty tensor")
     threshold = float(hyper_m) * (acc / total)

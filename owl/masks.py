@@ -90,13 +90,20 @@ def wanda_scores(weight: torch.Tensor, scaler_row: torch.Tensor) -> torch.Tensor
     ``scaler_row[j]`` is the running mean over calibration samples of the squared L2 norm of input
     feature ``j``; the score is |weight| times the input feature's norm, i.e. how much the weight
     contributes to the output.
+
+    The square root is the correctly rounded float32 one (taken in float64, then rounded: exact for
+    a float32 input), what CUDA's ``sqrtf`` and the official ``torch.sqrt`` give on a GPU. On a CPU
+    torch's float32 ``sqrt`` can be 1 ulp off depending on the library path: on an Intel Xeon
+    (cpu family 6 model 167) 12 of one layer's 1536 norms differed with MKL's native kernels and
+    none with MKL pinned to AVX2 (docs/zoo.md), which moved DLP's and OWL's block statistics.
     """
     _check_2d(weight, "wanda_scores")
     if scaler_row.numel() != weight.shape[1]:
         raise OwlError(
             f"scaler_row has {scaler_row.numel()} entries but the weight has {weight.shape[1]} input columns"
         )
-    scale = scaler_row.detach().to(device=weight.device, dtype=torch.float32).reshape(1, -1).sqrt()
+    norms = scaler_row.detach().to(device=weight.device, dtype=torch.float32).reshape(1, -1)
+    scale = norms.double().sqrt().float()
     return weight.detach().float().abs() * scale
 
 

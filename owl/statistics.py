@@ -207,14 +207,14 @@ class CalibrationStatistics:
     def score_means(self, blocks, reduce: str = "mean", device=None) -> list[float]:
         """DLP's block statistic: the mean (or median) Wanda score over all linear weights of each
         block together, i.e. element-weighted, not a mean of per-layer means
-        (``ironartisan/DLP`` ``lib/prune.py::get_dlp_ratios``). The mean is a float32 sum per layer
-        combined in double; the median concatenates the block's scores."""
+        (``ironartisan/DLP`` ``lib/prune.py::get_dlp_ratios``). The mean is a double sum (a float32 sum's
+        rounding depends on the CPU's vector width; official: float32); the median concatenates the block's scores."""
         means = []
         for scores in self._block_scores(blocks, device):
             if reduce == "median":
                 means.append(float(torch.cat([s.flatten() for s in scores]).median()))
             elif reduce == "mean":
-                means.append(sum(float(s.sum()) for s in scores) / sum(s.numel() for s in scores))
+                means.append(sum(float(s.sum(dtype=torch.float64)) for s in scores) / sum(s.numel() for s in scores))
             else:
                 raise OwlError(f"score reduction {reduce!r} is not allowed; choose mean or median")
         return means

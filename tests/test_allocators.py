@@ -261,6 +261,21 @@ def test_statistics_pass_once_for_every_allocator_and_spectra_once(tiny_model_di
     assert calls == {"statistics": 1, "spectra": 1}
 
 
+def test_dlp_block_means_are_sums_in_double_not_float32():
+    """A float32 sum's rounding depends on the CPU's vector width; the mean of 2^20 scores must
+    match the exactly rounded one (math.fsum), which a float32 sum misses by ~1e-7."""
+    g = torch.Generator().manual_seed(5)
+    layers = {"a": torch.nn.Linear(1024, 512, bias=False), "b": torch.nn.Linear(1024, 512, bias=False)}
+    for layer in layers.values():
+        layer.weight.data = torch.rand(512, 1024, generator=g) * 3
+    rows = {name: torch.rand(1024, generator=g) + 0.5 for name in layers}
+    stats = CalibrationStatistics([rows])
+    [mean] = stats.score_means([layers])
+    scores = [float(x) for name, layer in layers.items()
+              for x in (layer.weight.detach().abs() * rows[name].double().sqrt().float()).flatten()]
+    assert mean == pytest.approx(math.fsum(scores) / len(scores), rel=1e-13)
+
+
 def test_dlp_ranks_the_mean_wanda_score_of_each_block(tiny_model_dirs, owl_env):
     from owl.masks import wanda_scores
     from owl.models import find_decoder_blocks, find_linear_sublayers, load_model

@@ -29,6 +29,18 @@ def test_wanda_scores():
         wanda_scores(w, torch.ones(5))
 
 
+
+def test_wanda_scores_take_the_correctly_rounded_square_root():
+    """The norms' square root is IEEE's (numpy's float64 sqrt rounded once to float32), whatever
+    library path torch's float32 sqrt takes on this CPU (MKL's was 1 ulp off on an Intel Xeon)."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(3)
+    norms = torch.exp(torch.randn(20_000, generator=g) * 8).float()  # 1e-30 .. 1e30: every exponent
+    exact = torch.from_numpy(np.sqrt(norms.numpy().astype(np.float64)).astype(np.float32))
+    scores = wanda_scores(torch.ones(1, norms.numel()), norms)
+    assert torch.equal(scores[0], exact)
+
 # ---- magnitude ---------------------------------------------------------------------------------
 
 
