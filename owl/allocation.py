@@ -18,6 +18,7 @@ import torch
 from owl.errors import OwlError
 
 __all__ = [
+    "double_sum",
     "outlier_ratio",
     "uniform_sparsities",
     "owl_sparsities",
@@ -32,6 +33,14 @@ __all__ = [
     "atp_beta_bound",
     "check_block_sparsities",
 ]
+
+
+def double_sum(values: torch.Tensor, chunk: int = 1 << 20) -> float:
+    """Sum of ``values`` accumulated in double: unlike a float32 sum, whose rounding depends on the
+    CPU's vector width (AVX2 or AVX-512), it agrees across CPUs to ~1e-16. Cast in chunks, so
+    the float64 copy stays in cache instead of one pass over a whole-tensor copy."""
+    flat = values.detach().reshape(-1)
+    return sum(float(flat[i : i + chunk].double().sum()) for i in range(0, flat.numel(), chunk))
 
 
 def outlier_ratio(scores: torch.Tensor | Sequence[torch.Tensor], hyper_m: float) -> float:
@@ -55,7 +64,7 @@ def outlier_ratio(scores: torch.Tensor | Sequence[torch.Tensor], hyper_m: float)
         if not bool(torch.isfinite(t32).all()):
             raise OwlError("outlier_ratio got NaN or infinite scores; the calibration statistics are broken")
         total += t32.numel()
-        acc += float(t32.sum(dtype=torch.float64))
+        acc += double_sum(t32)
     if total == 0:
         raise OwlError("outlier_ratio got only empty score tensors; pass at least one non-empty tensor")
     threshold = float(hyper_m) * (acc / total)

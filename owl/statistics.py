@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from owl.allocation import outlier_ratio
+from owl.allocation import double_sum, outlier_ratio
 from owl.errors import OwlError
 from owl.masks import wanda_scores
 
@@ -214,7 +214,7 @@ class CalibrationStatistics:
             if reduce == "median":
                 means.append(float(torch.cat([s.flatten() for s in scores]).median()))
             elif reduce == "mean":
-                means.append(sum(float(s.sum(dtype=torch.float64)) for s in scores) / sum(s.numel() for s in scores))
+                means.append(sum(double_sum(s) for s in scores) / sum(s.numel() for s in scores))
             else:
                 raise OwlError(f"score reduction {reduce!r} is not allowed; choose mean or median")
         return means

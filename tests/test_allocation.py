@@ -5,7 +5,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from owl.allocation import outlier_ratio, owl_nm_pruned_counts, owl_sparsities, uniform_sparsities
+from owl.allocation import double_sum, outlier_ratio, owl_nm_pruned_counts, owl_sparsities, uniform_sparsities
 from owl.errors import OwlError
 
 ratio_lists = st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=40)
@@ -22,6 +22,15 @@ def not_all_equal(xs):
 
 
 # ---- outlier_ratio -----------------------------------------------------------------------------
+
+
+def test_double_sum_is_the_exact_sum_to_double_precision_across_chunks():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2_500_003, generator=g) ** 3 * 1e4  # 2 chunk boundaries and a remainder
+    exact = math.fsum(x.double().tolist())
+    assert double_sum(x) == pytest.approx(exact, rel=1e-14)
+    small = x[:50].reshape(5, 10)
+    assert double_sum(small, chunk=7) == pytest.approx(math.fsum(small.double().flatten().tolist()), rel=1e-15)
 
 
 def test_outlier_ratio_counts_strictly_greater():
