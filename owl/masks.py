@@ -91,11 +91,11 @@ def wanda_scores(weight: torch.Tensor, scaler_row: torch.Tensor) -> torch.Tensor
     feature ``j``; the score is |weight| times the input feature's norm, i.e. how much the weight
     contributes to the output.
 
-    The square root is the correctly rounded float32 one (taken in float64, then rounded: exact for
-    a float32 input), what CUDA's ``sqrtf`` and the official ``torch.sqrt`` give on a GPU. On a CPU
-    torch's float32 ``sqrt`` can be 1 ulp off depending on the library path: on an Intel Xeon
+    The square root is IEEE's correctly rounded float32 one (taken in float64, then rounded once
+    more, which for a float32 input gives the same bits). The official code's float32
+    ``torch.sqrt`` can be 1 ulp off on a CPU, depending on the library path: on an Intel Xeon
     (cpu family 6 model 167) 12 of one layer's 1536 norms differed with MKL's native kernels and
-    none with MKL pinned to AVX2 (docs/zoo.md), which moved DLP's and OWL's block statistics.
+    none with MKL pinned to AVX2 (docs/benchmarks.md), which moved DLP's block statistics.
     """
     _check_2d(weight, "wanda_scores")
     if scaler_row.numel() != weight.shape[1]:
