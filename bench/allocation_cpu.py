@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 
+from owl.precision import CPU_KERNEL_SETTINGS
+
 STATISTICS = "results/default/calibration/{model}/c4-n32-len2048-seed{seed}-float32/statistics.pt"
 SEEDS = {"smollm2-135m": (0, 100), "gemma3-270m": (0, 1, 2)}
-AVX2_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+AVX2_PIN = dict(zip(CPU_KERNEL_SETTINGS, ("avx2", "AVX2", "AVX2", "AVX2")))  # torch spells it in lower case
 
 
 def digest(value) -> str:
