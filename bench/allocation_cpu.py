@@ -2,9 +2,10 @@
 
 From the committed dense calibration statistics (SmolLM2-135M seeds 0 and 100, Gemma-3-270M
 seeds 0-2), computes DLP's block means, OWL's outlier ratios (M 5), their targets at 70% (DLP
-alpha 0.15, OWL lambda 0.08), each layer's per-row pruned count and the Wanda masks of every block
-at both targets, once with this CPU's native kernels and once with every library pinned to AVX2,
-each in its own process (one thread). The JSON holds digests of each, so runs on two machines
+alpha 0.15, OWL lambda 0.08), each layer's per-row pruned count, the Wanda masks of every block
+at both targets, and how many input norms torch's float32 sqrt rounds otherwise than IEEE;
+once with this CPU's native kernels and once with every library pinned to AVX2, each in its own
+process (one thread). The JSON holds digests of each, so runs on two machines
 compare by digest. With ``--old_tree`` (a checkout of an older commit, e.g. ``git worktree add
 /tmp/old <rev>``) the same children also run that tree's code, and the JSON says how far its
 targets are from this tree's.
@@ -56,7 +57,10 @@ def child() -> dict:
             stats = CalibrationStatistics.load(STATISTICS.format(model=name, seed=seed))
             means, ratios = stats.score_means(blocks), stats.outlier_ratios(blocks, 5.0)
             targets = {"dlp": dlp_sparsities(means, 0.7, 0.15), "owl": owl_sparsities(ratios, 0.7, 0.08)}
-            row = {"dlp_means": digest(means), "owl_ratios": digest(ratios), "targets": targets}
+            norms = [rows[n].float() for rows in stats.scaler_rows for n in rows]
+            off_roots = sum(int((r.sqrt() != r.double().sqrt().float()).sum()) for r in norms)  # torch's float32 root, not IEEE's
+            row = {"dlp_means": digest(means), "owl_ratios": digest(ratios), "targets": targets,
+                   "float32_sqrt_not_correctly_rounded": f"{off_roots} of {sum(r.numel() for r in norms)}"}
             for allocator, sparsities in targets.items():
                 counts, masks = [], hashlib.sha256()
                 for index, layers in enumerate(blocks):
@@ -105,7 +109,7 @@ def main() -> int:
             verdict[name] = {"dense_weights_sha256": ra["dense_weights_sha256"] == rb["dense_weights_sha256"]}
             for seed in seeds:
                 sa, sb = ra[f"seed{seed}"], rb[f"seed{seed}"]
-                verdict[name][f"seed{seed}"] = {k: sa[k] == sb[k] for k in sa if k != "targets"}
+                verdict[name][f"seed{seed}"] = {k: sa[k] == sb[k] for k in sa if k not in ("targets", "float32_sqrt_not_correctly_rounded")}
                 for allocator in sa["targets"]:
                     pairs = zip(sa["targets"][allocator], sb["targets"][allocator])
                     verdict[name][f"seed{seed}"][f"{allocator}_targets_max_rel_diff"] = max(abs(x - y) / y for x, y in pairs)

@@ -93,9 +93,10 @@ def wanda_scores(weight: torch.Tensor, scaler_row: torch.Tensor) -> torch.Tensor
 
     The square root is IEEE's correctly rounded float32 one (taken in float64, then rounded once
     more, which for a float32 input gives the same bits). The official code's float32
-    ``torch.sqrt`` can be 1 ulp off on a CPU, depending on the library path: on an Intel Xeon
-    (cpu family 6 model 167) 12 of one layer's 1536 norms differed with MKL's native kernels and
-    none with MKL pinned to AVX2 (docs/benchmarks.md), which moved DLP's block statistics.
+    ``torch.sqrt`` is not always correctly rounded on a CPU, depending on the library path: on an
+    Intel Xeon (cpu family 6 model 167) 910 of SmolLM2-135M's 149,760 norms (seed 0) differed with
+    MKL's native kernels and none with MKL pinned to AVX2 (docs/benchmarks.md), which moved DLP's
+    block statistics.
     """
     _check_2d(weight, "wanda_scores")
     if scaler_row.numel() != weight.shape[1]:
